@@ -1,0 +1,115 @@
+//! Certification keys: what identifies a row, a table or a database, and how
+//! values are normalized so that equal-by-collation means equal-by-key.
+//!
+//! Owns the canonical byte encoding of key scopes, their 128-bit
+//! fingerprints, the expansion of a write-set's keys into the hierarchy the
+//! certifier checks (a row implies its table and database, shared), and the
+//! normalization of index column values ([`RowKeyEncoder`], [`Collation`]).
+//!
+//! Must not touch I/O: table metadata arrives from `capture`, already read.
+//!
+//! # Safety rule
+//!
+//! Two values the server considers equal in an index must get equal keys,
+//! or two conflicting transactions could both commit and replicas diverge.
+//! The reverse is not required: a false conflict only costs a retry. Every
+//! approximation here therefore errs towards *coarser* keys — an unknown
+//! collation compares all its strings equal, an unnormalizable value turns
+//! the key into a whole-table key.
+
+mod collation;
+pub mod weights;
+
+pub use collation::{Collation, Unnormalizable};
+pub use weights::{TableError, WeightTable, Weights};
+
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::certify::{CertKey, Fingerprint, KeyKind};
+use crate::writeset::{KeyScope, WriteSetKey};
+
+/// The fingerprint of a scope: xxh3-128 of its canonical encoding. Equal
+/// scopes give equal fingerprints on every node and platform; two different
+/// scopes sharing a fingerprint (about 2^-64 likely at 2^32 keys) can only
+/// cause a false conflict.
+pub fn fingerprint(scope: &KeyScope) -> Fingerprint {
+    match scope {
+        KeyScope::Database { database } => database_fingerprint(database),
+        KeyScope::Table { database, table } => table_fingerprint(database, table),
+        KeyScope::Row {
+            database,
+            table,
+            index,
+            values,
+        } => hash_parts(3, &[database, table, index.as_bytes(), values]),
+    }
+}
+
+fn database_fingerprint(database: &[u8]) -> Fingerprint {
+    hash_parts(1, &[database])
+}
+
+fn table_fingerprint(database: &[u8], table: &[u8]) -> Fingerprint {
+    hash_parts(2, &[database, table])
+}
+
+/// Canonical encoding: a tag for the scope's level, then each part
+/// length-prefixed (so `("ab","c")` and `("a","bc")` differ).
+fn hash_parts(tag: u8, parts: &[&[u8]]) -> Fingerprint {
+    let mut buf = Vec::with_capacity(1 + parts.iter().map(|p| 4 + p.len()).sum::<usize>());
+    buf.push(tag);
+    for part in parts {
+        buf.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        buf.extend_from_slice(part);
+    }
+    xxh3_128(&buf)
+}
+
+/// The keys the certifier checks for a write-set: each key, plus a shared
+/// key on its table (for row keys) and on its database (for row and table
+/// keys), so that DDL on a table or database conflicts with every
+/// transaction that touched it from an older snapshot. Sorted by
+/// fingerprint, each fingerprint once; exclusive wins over shared.
+pub fn certification_keys(keys: &[WriteSetKey]) -> Vec<CertKey> {
+    let mut out = Vec::with_capacity(keys.len() + 2);
+    // Consecutive keys are usually in the same table: hash parents once.
+    let mut last_table: Option<(&[u8], &[u8])> = None;
+    let mut last_database: Option<&[u8]> = None;
+    for key in keys {
+        out.push(CertKey {
+            fingerprint: fingerprint(&key.scope),
+            kind: key.kind,
+        });
+        let (database, table) = match &key.scope {
+            KeyScope::Database { .. } => (None, None),
+            KeyScope::Table { database, .. } => (Some(database.as_slice()), None),
+            KeyScope::Row {
+                database, table, ..
+            } => (Some(database.as_slice()), Some(table.as_slice())),
+        };
+        if let (Some(d), Some(t)) = (database, table) {
+            if last_table != Some((d, t)) {
+                last_table = Some((d, t));
+                out.push(CertKey {
+                    fingerprint: table_fingerprint(d, t),
+                    kind: KeyKind::Shared,
+                });
+            }
+        }
+        if let Some(d) = database {
+            if last_database != Some(d) {
+                last_database = Some(d);
+                out.push(CertKey {
+                    fingerprint: database_fingerprint(d),
+                    kind: KeyKind::Shared,
+                });
+            }
+        }
+    }
+    // Exclusive sorts after shared, so after sorting the last of each run of
+    // equal fingerprints is the strongest hold.
+    out.sort_unstable_by_key(|k| (k.fingerprint, k.kind));
+    out.reverse();
+    out.dedup_by_key(|k| k.fingerprint);
+    out
+}

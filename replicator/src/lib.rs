@@ -1,0 +1,27 @@
+//! The replicator: a sidecar beside an unmodified MariaDB that makes it a
+//! writable member of a multi-master cluster (see `docs/architecture.md`).
+//!
+//! # Layout
+//!
+//! - [`certify`] — the certifier: pure, deterministic first-committer-wins
+//!   over the ordered stream of write-sets, with deterministic purge and the
+//!   dependencies parallel appliers wait for.
+//! - [`keys`] — certification keys: scope fingerprints, the row → table →
+//!   database hierarchy, and value normalization per collation (weight
+//!   tables generated from MariaDB itself).
+//! - [`writeset`] — the write-set and log-entry domain types, and their one
+//!   conversion to and from the wire schema in `proto`.
+//! - [`mariadb_server`] — runs a MariaDB server configured as the
+//!   replicator requires (private data dir, port, ROW binlog, snapshot
+//!   isolation); used by `replicator cluster` and by the tests.
+//! - [`local_cluster`] — `replicator cluster`: starts a local cluster of
+//!   managed servers and writes `cluster.json`.
+//!
+//! Still to come (see the issues): `proxy`, `capture`, `apply`, `node`,
+//! `admin`.
+
+pub mod certify;
+pub mod keys;
+pub mod local_cluster;
+pub mod mariadb_server;
+pub mod writeset;

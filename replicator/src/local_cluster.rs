@@ -1,0 +1,1 @@
+//! `replicator cluster`: a local cluster on this machine.
