@@ -5,8 +5,8 @@
 //! (an unspecified key kind, a key or body missing) is a [`DecodeError`], so
 //! a malformed entry is refused instead of being half-understood.
 
-use proto::v1 as pb;
 use prost::Message;
+use proto::v1 as pb;
 
 use crate::certify::{KeyKind, Seqno};
 
@@ -268,7 +268,11 @@ mod tests {
 
     fn write_set() -> impl Strategy<Value = WriteSet> {
         let key = (any::<bool>(), scope()).prop_map(|(x, scope)| WriteSetKey {
-            kind: if x { KeyKind::Exclusive } else { KeyKind::Shared },
+            kind: if x {
+                KeyKind::Exclusive
+            } else {
+                KeyKind::Shared
+            },
             scope,
         });
         let body = prop_oneof![

@@ -1,1 +1,82 @@
+//! End-to-end test harness: real MariaDB servers and, as they exist, real
+//! replicator and arbitrator binaries, each on a private port and directory.
+//!
+//! # Layout
+//!
+//! - [`ports`] — hands out loopback TCP ports that are free and not handed
+//!   out twice within the test run.
+//! - [`TestServer`] — a MariaDB server in its own temporary directory,
+//!   removed when the test ends.
+//! - `tests/*.rs` — the end-to-end tests themselves.
+//! - `src/bin/gen-collation-tables.rs` — regenerates the collation weight
+//!   tables the key encoder uses, from a real server.
 
+use std::ops::{Deref, DerefMut};
+
+use replicator::mariadb_server::{MariadbServer, ServerConfig, ServerError};
+
+pub mod ports {
+    //! Free TCP ports on loopback for test servers.
+    //!
+    //! A port is probed by binding it, then handed out once per process.
+    //! Separate test processes (nextest runs one per test) draw from
+    //! different ranges keyed by process id, so two tests do not race for
+    //! the same port.
+
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicU16, Ordering};
+
+    const BASE: u16 = 20_000;
+    const SPAN: u16 = 40_000;
+    const PER_PROCESS: u16 = 64;
+
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+
+    /// A port on `127.0.0.1` that was free when probed.
+    pub fn free_port() -> u16 {
+        let slots = SPAN / PER_PROCESS;
+        let slot = (std::process::id() % u32::from(slots)) as u16;
+        loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = BASE + slot * PER_PROCESS + (n % PER_PROCESS);
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+            assert!(n < 10 * PER_PROCESS, "no free port in this process's range");
+        }
+    }
+}
+
+/// A MariaDB server in a temporary directory; killed and removed on drop.
+pub struct TestServer {
+    server: MariadbServer,
+    // Dropped after `server` (field order), so the process dies first.
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Start a fresh server on a free loopback port.
+    pub async fn start() -> Result<Self, ServerError> {
+        let dir = tempfile::Builder::new()
+            .prefix("repl-test-")
+            .tempdir()
+            .expect("temporary directory");
+        let mut config = ServerConfig::new(dir.path(), ports::free_port());
+        config.buffer_pool_size = "32M".into();
+        let server = MariadbServer::start(config).await?;
+        Ok(Self { server, _dir: dir })
+    }
+}
+
+impl Deref for TestServer {
+    type Target = MariadbServer;
+    fn deref(&self) -> &MariadbServer {
+        &self.server
+    }
+}
+
+impl DerefMut for TestServer {
+    fn deref_mut(&mut self) -> &mut MariadbServer {
+        &mut self.server
+    }
+}

@@ -95,7 +95,10 @@ pub enum Failure {
     /// overlapping key.
     Conflict { with: Seqno },
     /// `depends_on` is older than the certification window.
-    TooOld { depends_on: Seqno, oldest_allowed: Seqno },
+    TooOld {
+        depends_on: Seqno,
+        oldest_allowed: Seqno,
+    },
     /// `depends_on` is not before the write-set's own seqno: the origin is
     /// broken. Failing it (rather than stopping) is deterministic and safe.
     DependsOnFuture { depends_on: Seqno },

@@ -165,7 +165,11 @@ fn scenario_files() {
         .filter(|p| p.extension().is_some_and(|x| x == "txt"))
         .collect();
     files.sort();
-    assert!(files.len() >= 5, "scenario files missing in {}", dir.display());
+    assert!(
+        files.len() >= 5,
+        "scenario files missing in {}",
+        dir.display()
+    );
     for path in files {
         let text = std::fs::read_to_string(&path).expect("readable scenario");
         let name = path.file_name().unwrap().to_string_lossy().into_owned();

@@ -129,7 +129,11 @@ fn purge_bounds_the_index() {
     }
     // Two keys per write-set, at most `window + 1` write-sets retained,
     // plus nothing else.
-    assert!(c.indexed_keys() <= 2 * (window as usize + 1), "{}", c.indexed_keys());
+    assert!(
+        c.indexed_keys() <= 2 * (window as usize + 1),
+        "{}",
+        c.indexed_keys()
+    );
     assert_eq!(
         trx(&mut c, 100_001, 100_000 - window - 1, &[x(7)]),
         Verdict::Fail(Failure::TooOld {
@@ -154,7 +158,13 @@ fn history() -> impl Strategy<Value = (u64, Vec<Step>)> {
 
 fn keys_of(raw: &[(u8, bool)]) -> Vec<CertKey> {
     raw.iter()
-        .map(|(k, excl)| if *excl { x(u128::from(*k)) } else { s(u128::from(*k)) })
+        .map(|(k, excl)| {
+            if *excl {
+                x(u128::from(*k))
+            } else {
+                s(u128::from(*k))
+            }
+        })
         .collect()
 }
 

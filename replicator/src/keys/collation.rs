@@ -228,12 +228,27 @@ mod tests {
 
     #[test]
     fn expansions_and_accents() {
-        assert_eq!(key("utf8mb4_unicode_ci", "ß"), key("utf8mb4_unicode_ci", "ss"));
-        assert_eq!(key("utf8mb4_unicode_520_ci", "ß"), key("utf8mb4_unicode_520_ci", "SS"));
+        assert_eq!(
+            key("utf8mb4_unicode_ci", "ß"),
+            key("utf8mb4_unicode_ci", "ss")
+        );
+        assert_eq!(
+            key("utf8mb4_unicode_520_ci", "ß"),
+            key("utf8mb4_unicode_520_ci", "SS")
+        );
         // general_ci maps ß to s, and does not expand it.
-        assert_eq!(key("utf8mb4_general_ci", "ß"), key("utf8mb4_general_ci", "s"));
-        assert_eq!(key("utf8mb4_general_ci", "é"), key("utf8mb4_general_ci", "E"));
-        assert_eq!(key("utf8mb4_unicode_ci", "é"), key("utf8mb4_unicode_ci", "e"));
+        assert_eq!(
+            key("utf8mb4_general_ci", "ß"),
+            key("utf8mb4_general_ci", "s")
+        );
+        assert_eq!(
+            key("utf8mb4_general_ci", "é"),
+            key("utf8mb4_general_ci", "E")
+        );
+        assert_eq!(
+            key("utf8mb4_unicode_ci", "é"),
+            key("utf8mb4_unicode_ci", "e")
+        );
     }
 
     #[test]
@@ -243,32 +258,61 @@ mod tests {
         for c in ["utf8mb4_general_ci", "utf8mb4_unicode_ci"] {
             assert_eq!(key(c, "😀"), key(c, "😁"), "{c}");
         }
-        assert_ne!(key("utf8mb4_unicode_520_ci", "😀"), key("utf8mb4_unicode_520_ci", "😁"));
+        assert_ne!(
+            key("utf8mb4_unicode_520_ci", "😀"),
+            key("utf8mb4_unicode_520_ci", "😁")
+        );
         // Mathematical bold A is an A under UCA 5.2.0.
-        assert_eq!(key("utf8mb4_unicode_520_ci", "𝐀"), key("utf8mb4_unicode_520_ci", "a"));
+        assert_eq!(
+            key("utf8mb4_unicode_520_ci", "𝐀"),
+            key("utf8mb4_unicode_520_ci", "a")
+        );
     }
 
     #[test]
     fn bin_and_binary() {
         assert_eq!(key("utf8mb4_bin", "a "), key("utf8mb4_bin", "a"));
         assert_ne!(key("utf8mb4_bin", "a"), key("utf8mb4_bin", "A"));
-        assert_ne!(key("utf8mb4_nopad_bin", "a "), key("utf8mb4_nopad_bin", "a"));
+        assert_ne!(
+            key("utf8mb4_nopad_bin", "a "),
+            key("utf8mb4_nopad_bin", "a")
+        );
         assert_ne!(key("binary", "a "), key("binary", "a"));
-        assert_ne!(key("utf8mb4_general_nopad_ci", "a "), key("utf8mb4_general_nopad_ci", "A"));
-        assert_eq!(key("utf8mb4_general_nopad_ci", "a "), key("utf8mb4_general_nopad_ci", "A "));
+        assert_ne!(
+            key("utf8mb4_general_nopad_ci", "a "),
+            key("utf8mb4_general_nopad_ci", "A")
+        );
+        assert_eq!(
+            key("utf8mb4_general_nopad_ci", "a "),
+            key("utf8mb4_general_nopad_ci", "A ")
+        );
     }
 
     #[test]
     fn latin1_swedish() {
         // In latin1_swedish_ci, 'Ä' (0xC4) and 'ä' (0xE4) are equal; 'a' differs.
-        assert_eq!(latin1_key("latin1_swedish_ci", b"\xC4"), latin1_key("latin1_swedish_ci", b"\xE4"));
-        assert_ne!(latin1_key("latin1_swedish_ci", b"a"), latin1_key("latin1_swedish_ci", b"\xE4"));
-        assert_eq!(latin1_key("latin1_swedish_ci", b"Ab "), latin1_key("latin1_swedish_ci", b"aB"));
+        assert_eq!(
+            latin1_key("latin1_swedish_ci", b"\xC4"),
+            latin1_key("latin1_swedish_ci", b"\xE4")
+        );
+        assert_ne!(
+            latin1_key("latin1_swedish_ci", b"a"),
+            latin1_key("latin1_swedish_ci", b"\xE4")
+        );
+        assert_eq!(
+            latin1_key("latin1_swedish_ci", b"Ab "),
+            latin1_key("latin1_swedish_ci", b"aB")
+        );
     }
 
     #[test]
     fn unknown_collations_call_everything_equal() {
-        for c in ["utf8mb4_czech_ci", "cp1251_general_ci", "utf16_unicode_ci", "nonsense"] {
+        for c in [
+            "utf8mb4_czech_ci",
+            "cp1251_general_ci",
+            "utf16_unicode_ci",
+            "nonsense",
+        ] {
             assert!(Collation::from_name(c).is_all_equal_fallback(), "{c}");
             assert_eq!(key(c, "x"), key(c, "y"), "{c}");
         }
@@ -288,6 +332,9 @@ mod tests {
     #[test]
     fn invalid_utf8_is_reported() {
         let c = Collation::from_name("utf8mb4_unicode_ci");
-        assert_eq!(c.normalize(b"\xff\xfe", None, &mut Vec::new()), Err(Unnormalizable));
+        assert_eq!(
+            c.normalize(b"\xff\xfe", None, &mut Vec::new()),
+            Err(Unnormalizable)
+        );
     }
 }

@@ -18,9 +18,11 @@
 //! the key into a whole-table key.
 
 mod collation;
+mod row;
 pub mod weights;
 
 pub use collation::{Collation, Unnormalizable};
+pub use row::{ColumnValue, RowKeyEncoder, RowKeyValues};
 pub use weights::{TableError, WeightTable, Weights};
 
 use xxhash_rust::xxh3::xxh3_128;
@@ -112,4 +114,86 @@ pub fn certification_keys(keys: &[WriteSetKey]) -> Vec<CertKey> {
     out.reverse();
     out.dedup_by_key(|k| k.fingerprint);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(table: &str, value: &str, kind: KeyKind) -> WriteSetKey {
+        WriteSetKey {
+            kind,
+            scope: KeyScope::Row {
+                database: b"db".to_vec(),
+                table: table.as_bytes().to_vec(),
+                index: "PRIMARY".into(),
+                values: value.as_bytes().to_vec(),
+            },
+        }
+    }
+
+    #[test]
+    fn scopes_at_different_levels_or_splits_differ() {
+        let db = KeyScope::Database {
+            database: b"ab".to_vec(),
+        };
+        let t1 = KeyScope::Table {
+            database: b"a".to_vec(),
+            table: b"b".to_vec(),
+        };
+        let t2 = KeyScope::Table {
+            database: b"ab".to_vec(),
+            table: b"".to_vec(),
+        };
+        assert_ne!(fingerprint(&db), fingerprint(&t1));
+        assert_ne!(fingerprint(&t1), fingerprint(&t2));
+        assert_ne!(fingerprint(&db), fingerprint(&t2));
+    }
+
+    #[test]
+    fn rows_imply_shared_table_and_database_keys_once() {
+        let keys = certification_keys(&[
+            row("t", "1", KeyKind::Exclusive),
+            row("t", "2", KeyKind::Exclusive),
+            row("u", "1", KeyKind::Shared),
+        ]);
+        let table_t = fingerprint(&KeyScope::Table {
+            database: b"db".to_vec(),
+            table: b"t".to_vec(),
+        });
+        let database = fingerprint(&KeyScope::Database {
+            database: b"db".to_vec(),
+        });
+        // 3 rows + 2 tables + 1 database, each once.
+        assert_eq!(keys.len(), 6);
+        assert!(keys.contains(&CertKey {
+            fingerprint: table_t,
+            kind: KeyKind::Shared
+        }));
+        assert!(keys.contains(&CertKey {
+            fingerprint: database,
+            kind: KeyKind::Shared
+        }));
+    }
+
+    #[test]
+    fn exclusive_wins_over_shared_for_the_same_key() {
+        let keys = certification_keys(&[
+            row("t", "1", KeyKind::Shared),
+            row("t", "1", KeyKind::Exclusive),
+            WriteSetKey {
+                kind: KeyKind::Exclusive,
+                scope: KeyScope::Table {
+                    database: b"db".to_vec(),
+                    table: b"t".to_vec(),
+                },
+            },
+        ]);
+        // row, table (exclusive beats the implied shared), database.
+        assert_eq!(keys.len(), 3);
+        assert_eq!(
+            keys.iter().filter(|k| k.kind == KeyKind::Exclusive).count(),
+            2
+        );
+    }
 }

@@ -23,12 +23,18 @@
 /// How the weights of a run of code points are found.
 #[derive(Debug, Clone)]
 enum RunKind {
-    Implicit { base: u16 },
-    Constant { weights: Vec<u16> },
+    Implicit {
+        base: u16,
+    },
+    Constant {
+        weights: Vec<u16>,
+    },
     Identity,
     /// Offsets into [`WeightTable::pool`], one per code point, plus one past
     /// the end.
-    Explicit { offsets: Vec<u32> },
+    Explicit {
+        offsets: Vec<u32>,
+    },
 }
 
 #[derive(Debug, Clone)]

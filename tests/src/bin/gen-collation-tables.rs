@@ -16,7 +16,12 @@ use replicator::mariadb_server::{MariadbServer, ServerConfig};
 const TABLES: &[(&str, &str, usize, &str)] = &[
     ("utf8mb4_general_ci", "utf8mb4_general_ci", 2, UTF8_QUERY),
     ("utf8mb4_unicode_ci", "utf8mb4_unicode_ci", 2, UTF8_QUERY),
-    ("utf8mb4_unicode_520_ci", "utf8mb4_unicode_520_ci", 2, UTF8_QUERY),
+    (
+        "utf8mb4_unicode_520_ci",
+        "utf8mb4_unicode_520_ci",
+        2,
+        UTF8_QUERY,
+    ),
     ("latin1_swedish_ci", "latin1_swedish_ci", 1, LATIN1_QUERY),
 ];
 
@@ -46,7 +51,13 @@ async fn main() -> Result<()> {
             .map(|(cp, w)| {
                 let weights = w
                     .chunks(*width)
-                    .map(|c| if *width == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from(c[0]) })
+                    .map(|c| {
+                        if *width == 2 {
+                            u16::from_be_bytes([c[0], c[1]])
+                        } else {
+                            u16::from(c[0])
+                        }
+                    })
                     .collect();
                 (cp, weights)
             })
