@@ -60,6 +60,22 @@ impl ServerConfig {
         self.dir.join("error.log")
     }
 
+    /// Program, arguments and environment of the server process, exactly
+    /// as [`MariadbServer::start`] runs it (recorded so that a killed
+    /// server can be restarted by hand the same way).
+    pub fn command_line(&self) -> Result<CommandLine, ServerError> {
+        let program = find_program(&["/usr/sbin/mariadbd", "/usr/bin/mariadbd"])?;
+        let env = vec![(
+            "PATH".to_string(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        )];
+        Ok(CommandLine {
+            program,
+            args: self.args(),
+            env,
+        })
+    }
+
     /// The server's command line: the settings DESIGN.md requires of a
     /// managed server, and durability on every commit.
     fn args(&self) -> Vec<String> {
@@ -91,6 +107,14 @@ impl ServerConfig {
         args.extend(self.extra_args.iter().cloned());
         args
     }
+}
+
+/// A process's program, arguments and environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandLine {
+    pub program: &'static str,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
 /// Why a server could not be run.
@@ -172,9 +196,11 @@ impl MariadbServer {
         if !config.data_dir().join("mysql").exists() {
             install_data_dir(&config).await?;
         }
-        let mariadbd = find_program(&["/usr/sbin/mariadbd", "/usr/bin/mariadbd"])?;
-        let child = Command::new(mariadbd)
-            .args(config.args())
+        let command = config.command_line()?;
+        let child = Command::new(command.program)
+            .args(command.args)
+            .env_clear()
+            .envs(command.env)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -196,14 +222,14 @@ impl MariadbServer {
         let deadline = Instant::now() + START_TIMEOUT;
         let mut last = String::from("not tried yet");
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(ServerError::DiedOnStart {
-                        dir: self.config.dir.clone(),
-                        status,
-                        log: tail_of(&self.config.error_log(), 4000),
-                    });
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(ServerError::DiedOnStart {
+                    dir: self.config.dir.clone(),
+                    status,
+                    log: tail_of(&self.config.error_log(), 4000),
+                });
             }
             if self.config.socket().exists() {
                 match self.root_pool_conn().await {
@@ -268,12 +294,11 @@ impl MariadbServer {
             return Ok(());
         };
         if let Some(pid) = child.id() {
-            // SAFETY-free: plain syscall wrapper via the `kill` command keeps
-            // this crate free of libc; mariadbd handles SIGTERM as shutdown.
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status()
-                .await;
+            // mariadbd shuts down cleanly on SIGTERM.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
         match tokio::time::timeout(STOP_TIMEOUT, child.wait()).await {
             Ok(_) => Ok(()),

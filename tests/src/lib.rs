@@ -80,3 +80,48 @@ impl DerefMut for TestServer {
         &mut self.server
     }
 }
+
+/// Path of one of the workspace's binaries (`replicator`, `garbd`), built
+/// by `cargo build --workspace --bins` (the test command does this first).
+/// `E2E_BIN_DIR` overrides the directory.
+pub fn binary(name: &str) -> std::path::PathBuf {
+    let dir = match std::env::var_os("E2E_BIN_DIR") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => {
+            // target/<profile>/deps/<test binary> → target/<profile>
+            let exe = std::env::current_exe().expect("test executable path");
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .expect("test binary lives in target/<profile>/deps")
+                .to_path_buf()
+        }
+    };
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: run `cargo build --workspace --bins` first (or set E2E_BIN_DIR)",
+        path.display()
+    );
+    path
+}
+
+/// Wait until `check` returns `Some`, polling every 50 ms, or panic with
+/// `what` after `timeout`. For conditions that have no notification (a file
+/// appearing, a process exiting that is not our child).
+pub async fn wait_for<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -223,10 +223,11 @@ impl Certifier {
             self.window_sets.pop_front();
             for fingerprint in self.window_keys.drain(..count) {
                 // A later holder keeps the entry alive.
-                if let Some(holders) = self.index.get(&fingerprint) {
-                    if holders.latest() <= horizon {
-                        self.index.remove(&fingerprint);
-                    }
+                if let hashbrown::hash_map::EntryRef::Occupied(entry) =
+                    self.index.entry_ref(&fingerprint)
+                    && entry.get().latest() <= horizon
+                {
+                    entry.remove();
                 }
             }
         }

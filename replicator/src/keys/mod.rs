@@ -58,13 +58,23 @@ fn table_fingerprint(database: &[u8], table: &[u8]) -> Fingerprint {
 /// Canonical encoding: a tag for the scope's level, then each part
 /// length-prefixed (so `("ab","c")` and `("a","bc")` differ).
 fn hash_parts(tag: u8, parts: &[&[u8]]) -> Fingerprint {
-    let mut buf = Vec::with_capacity(1 + parts.iter().map(|p| 4 + p.len()).sum::<usize>());
-    buf.push(tag);
+    let len = 1 + parts.iter().map(|p| 4 + p.len()).sum::<usize>();
+    let mut stack = [0u8; 256];
+    let mut heap = Vec::new();
+    let buf: &mut [u8] = if len <= stack.len() {
+        &mut stack[..len]
+    } else {
+        heap.resize(len, 0);
+        &mut heap
+    };
+    buf[0] = tag;
+    let mut at = 1;
     for part in parts {
-        buf.extend_from_slice(&(part.len() as u32).to_le_bytes());
-        buf.extend_from_slice(part);
+        buf[at..at + 4].copy_from_slice(&(part.len() as u32).to_le_bytes());
+        buf[at + 4..at + 4 + part.len()].copy_from_slice(part);
+        at += 4 + part.len();
     }
-    xxh3_128(&buf)
+    xxh3_128(buf)
 }
 
 /// The keys the certifier checks for a write-set: each key, plus a shared
@@ -73,10 +83,11 @@ fn hash_parts(tag: u8, parts: &[&[u8]]) -> Fingerprint {
 /// transaction that touched it from an older snapshot. Sorted by
 /// fingerprint, each fingerprint once; exclusive wins over shared.
 pub fn certification_keys(keys: &[WriteSetKey]) -> Vec<CertKey> {
-    let mut out = Vec::with_capacity(keys.len() + 2);
-    // Consecutive keys are usually in the same table: hash parents once.
-    let mut last_table: Option<(&[u8], &[u8])> = None;
-    let mut last_database: Option<&[u8]> = None;
+    let mut out = Vec::with_capacity(keys.len() + 4);
+    // Write-sets touch few tables: hash each table's and database's scope
+    // once per write-set.
+    let mut tables: Vec<(&[u8], &[u8])> = Vec::new();
+    let mut databases: Vec<&[u8]> = Vec::new();
     for key in keys {
         out.push(CertKey {
             fingerprint: fingerprint(&key.scope),
@@ -89,29 +100,28 @@ pub fn certification_keys(keys: &[WriteSetKey]) -> Vec<CertKey> {
                 database, table, ..
             } => (Some(database.as_slice()), Some(table.as_slice())),
         };
-        if let (Some(d), Some(t)) = (database, table) {
-            if last_table != Some((d, t)) {
-                last_table = Some((d, t));
-                out.push(CertKey {
-                    fingerprint: table_fingerprint(d, t),
-                    kind: KeyKind::Shared,
-                });
-            }
+        if let (Some(d), Some(t)) = (database, table)
+            && !tables.contains(&(d, t))
+        {
+            tables.push((d, t));
+            out.push(CertKey {
+                fingerprint: table_fingerprint(d, t),
+                kind: KeyKind::Shared,
+            });
         }
-        if let Some(d) = database {
-            if last_database != Some(d) {
-                last_database = Some(d);
-                out.push(CertKey {
-                    fingerprint: database_fingerprint(d),
-                    kind: KeyKind::Shared,
-                });
-            }
+        if let Some(d) = database
+            && !databases.contains(&d)
+        {
+            databases.push(d);
+            out.push(CertKey {
+                fingerprint: database_fingerprint(d),
+                kind: KeyKind::Shared,
+            });
         }
     }
-    // Exclusive sorts after shared, so after sorting the last of each run of
-    // equal fingerprints is the strongest hold.
-    out.sort_unstable_by_key(|k| (k.fingerprint, k.kind));
-    out.reverse();
+    // Exclusive sorts after shared: sort descending so that the first of
+    // each run of equal fingerprints is the strongest hold, and keep it.
+    out.sort_unstable_by_key(|k| std::cmp::Reverse((k.fingerprint, k.kind)));
     out.dedup_by_key(|k| k.fingerprint);
     out
 }
