@@ -3,8 +3,13 @@
 //!
 //! # Layout
 //!
-//! To come with the ordered-log issue: `log_store` (segmented append-only
-//! log file with checksums and group commit), `raft` (openraft state kept
-//! inside this crate), `transport` (tonic gRPC with cluster admission),
-//! `membership` and primary-component status, and the public API
+//! - [`log_store`] — the durable log: segmented append-only files of
+//!   checksummed records, group commit by explicit sync, torn-tail recovery,
+//!   purge by whole segments, atomic metadata files.
+//!
+//! To come with the rest of the ordered-log issue: `raft` (openraft state
+//! kept inside this crate), `transport` (tonic gRPC with cluster
+//! admission), membership and primary-component status, and the public API
 //! (`propose`, committed-entry stream, `read_index`, join/leave).
+
+pub mod log_store;

@@ -8,6 +8,8 @@
 //! - [`TestServer`] — a MariaDB server in its own temporary directory,
 //!   removed when the test ends.
 //! - `tests/*.rs` — the end-to-end tests themselves.
+//! - `src/bin/log-writer.rs` — appends to a log store until killed, for
+//!   the log-store crash test.
 //! - `src/bin/gen-collation-tables.rs` — regenerates the collation weight
 //!   tables the key encoder uses, from a real server.
 
@@ -124,4 +126,11 @@ pub async fn wait_for<T>(
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// Contents of log entry `index` in the log-store crash test: deterministic
+/// and varied in size, so a reader can verify any entry by its index.
+pub fn log_payload(index: u64) -> Vec<u8> {
+    let len = 50 + (index * 7919 % 3000) as usize;
+    (0..len).map(|k| (index as usize + k) as u8).collect()
 }
