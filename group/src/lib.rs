@@ -13,3 +13,6 @@
 //! (`propose`, committed-entry stream, `read_index`, join/leave).
 
 pub mod log_store;
+pub mod state_machine;
+pub mod storage;
+pub mod types;
