@@ -12,7 +12,16 @@
 //! admission), membership and primary-component status, and the public API
 //! (`propose`, committed-entry stream, `read_index`, join/leave).
 
+pub mod config;
+pub mod identity;
 pub mod log_store;
+mod member;
+mod service;
 pub mod state_machine;
 pub mod storage;
+mod transport;
 pub mod types;
+
+pub use config::GroupConfig;
+pub use member::{GroupError, GroupMember, MemberInfo, MemberStatus, Primary};
+pub use state_machine::Committed;

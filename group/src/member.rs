@@ -1,0 +1,550 @@
+//! A running member of the ordered log: the public API of this crate.
+//!
+//! Owns the Raft instance, the gRPC server, the member's identity and its
+//! primary-component status. Everything a caller sees is in seqnos and
+//! bytes (see [`crate::Committed`]); openraft stays inside.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, Instant as _, ReadPolicy, ServerState};
+use proto::v1::group_client::GroupClient;
+use proto::v1::{JoinRequest, LeaveRequest, ProposeRequest, ReadIndexRequest, StatusRequest};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::GroupConfig;
+use crate::identity::{Admission, Identity, secret_proof};
+use crate::log_store::LogStoreOptions;
+use crate::service::Services;
+use crate::state_machine::{CommitStream, Committed};
+use crate::storage::RaftLog;
+use crate::transport::{Credentials, LeaderContact, PeerNetworkFactory, channel};
+use crate::types::{MemberNode, Proposal, TypeConfig};
+
+pub(crate) type Raft = openraft::Raft<TypeConfig, CommitStream>;
+
+/// Whether this member is in the primary component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Primary {
+    Yes,
+    /// Not primary, and why.
+    No(String),
+}
+
+impl Primary {
+    pub fn is_primary(&self) -> bool {
+        *self == Primary::Yes
+    }
+}
+
+/// Errors of the member API.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("not in the primary component: {0}")]
+    NotPrimary(String),
+    #[error("no leader answered within {0:?}")]
+    Timeout(Duration),
+    #[error(
+        "the proposal may or may not have been committed (leader changed while it was in flight)"
+    )]
+    Indeterminate,
+    #[error("this member has stopped: {0}")]
+    Stopped(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("storage: {0}")]
+    Storage(#[from] std::io::Error),
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+/// One member's view of itself and the cluster.
+#[derive(Debug, Clone)]
+pub struct MemberStatus {
+    pub node_id: u64,
+    pub primary: Primary,
+    pub role: &'static str,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub committed: u64,
+    pub applied: u64,
+    pub last_log_index: u64,
+    pub members: Vec<MemberInfo>,
+}
+
+/// A member as listed by [`GroupMember::status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub node_id: u64,
+    pub address: String,
+    pub voter: bool,
+    pub arbitrator: bool,
+    /// Last log index known to be replicated there (leader's view only).
+    pub matched: Option<u64>,
+}
+
+pub(crate) struct Inner {
+    pub config: GroupConfig,
+    pub raft: Raft,
+    pub identity: std::sync::Mutex<Identity>,
+    pub credentials: Arc<Credentials>,
+    pub admission: Admission,
+    pub contact: Arc<LeaderContact>,
+    pub primary: watch::Sender<Primary>,
+}
+
+/// A running member. Cheap to clone.
+#[derive(Clone)]
+pub struct GroupMember {
+    inner: Arc<Inner>,
+    server: Arc<tokio::task::JoinHandle<()>>,
+}
+
+fn role_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Learner => "learner",
+        ServerState::Candidate => "candidate",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+impl GroupMember {
+    /// Open the member's state in `config.data_dir`, start its RPC server
+    /// and its Raft instance. Committed entries after `deliver_after` are
+    /// sent to the returned receiver in order. The member does nothing
+    /// until it is bootstrapped, joins, or was already part of a cluster.
+    pub async fn start(
+        config: GroupConfig,
+        deliver_after: u64,
+    ) -> Result<(Self, mpsc::Receiver<Committed>), GroupError> {
+        let identity = Identity::load_or_create(&config.data_dir, &config.cluster_name)?;
+        let raft_config = Arc::new(
+            config
+                .raft_config()
+                .map_err(|e| GroupError::Refused(format!("invalid group settings: {e}")))?,
+        );
+        let log = RaftLog::open(
+            config.data_dir.join("raft"),
+            LogStoreOptions {
+                segment_bytes: config.segment_bytes,
+            },
+        )?;
+        let (tx, rx) = mpsc::channel(4096);
+        let sm = CommitStream::open(config.data_dir.join("raft").join("sm"), tx, deliver_after)?;
+        let proof = secret_proof(&config.cluster_name, &config.secret);
+        let credentials = Arc::new(Credentials {
+            cluster_name: config.cluster_name.clone(),
+            proof: proof.clone(),
+            node_id: identity.node_id,
+            uuid: std::sync::Mutex::new(identity.cluster_uuid),
+        });
+        let network = PeerNetworkFactory {
+            credentials: credentials.clone(),
+            timeout: config.rpc_timeout(),
+        };
+        let raft = Raft::new(identity.node_id, raft_config, network, log, sm)
+            .await
+            .map_err(|e| GroupError::Stopped(e.to_string()))?;
+        let (primary, _) = watch::channel(Primary::No("starting".into()));
+        let inner = Arc::new(Inner {
+            admission: Admission {
+                cluster_name: config.cluster_name.clone(),
+                proof,
+            },
+            config,
+            raft,
+            identity: std::sync::Mutex::new(identity),
+            credentials,
+            contact: Arc::new(LeaderContact::new()),
+            primary,
+        });
+        let listener = tokio::net::TcpListener::bind(inner.config.listen)
+            .await
+            .map_err(|e| GroupError::Refused(format!("cannot listen on {}: {e}", inner.config.listen)))?;
+        let server = tokio::spawn(Services::serve(inner.clone(), listener));
+        tokio::spawn(watch_primary(Arc::downgrade(&inner)));
+        tracing::info!(node = inner.credentials.node_id, listen = %inner.config.listen, "group member started");
+        Ok((
+            Self {
+                inner,
+                server: Arc::new(server),
+            },
+            rx,
+        ))
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.inner.credentials.node_id
+    }
+
+    /// Whether this member already belongs to a cluster (bootstrapped or
+    /// joined in an earlier run).
+    pub fn is_member(&self) -> bool {
+        self.inner.identity.lock().expect("identity lock").cluster_uuid.is_some()
+    }
+
+    /// Make this member the first of a new cluster (a new UUID).
+    pub async fn bootstrap(&self) -> Result<(), GroupError> {
+        if self.is_member() {
+            return Err(GroupError::Refused(
+                "this member already belongs to a cluster; bootstrap only a new data directory".into(),
+            ));
+        }
+        let uuid: [u8; 16] = rand::random();
+        self.set_uuid(uuid)?;
+        let mut members = BTreeMap::new();
+        members.insert(self.node_id(), self.node());
+        self.inner
+            .raft
+            .initialize(members)
+            .await
+            .map_err(|e| GroupError::Refused(format!("bootstrap: {e}")))?;
+        tracing::info!(node = self.node_id(), uuid = %hex(&uuid), "bootstrapped a new cluster");
+        Ok(())
+    }
+
+    fn node(&self) -> MemberNode {
+        MemberNode {
+            address: self.inner.config.advertise_address(),
+            arbitrator: self.inner.config.arbitrator,
+        }
+    }
+
+    fn set_uuid(&self, uuid: [u8; 16]) -> Result<(), GroupError> {
+        let mut identity = self.inner.identity.lock().expect("identity lock");
+        identity.cluster_uuid = Some(uuid);
+        identity.save(&self.inner.config.data_dir)?;
+        *self.inner.credentials.uuid.lock().expect("uuid lock") = Some(uuid);
+        Ok(())
+    }
+
+    /// Join the cluster that one of `seeds` (`host:port`) belongs to. The
+    /// leader adds this member as a learner and promotes it to voter once
+    /// it has caught up.
+    pub async fn join(&self, seeds: &[String]) -> Result<(), GroupError> {
+        let mut last = String::from("no seed given");
+        for seed in seeds {
+            let mut client = GroupClient::new(
+                channel(seed, self.inner.config.rpc_timeout()).map_err(|e| GroupError::Transport(e.to_string()))?,
+            );
+            let request = JoinRequest {
+                credentials: Some(self.inner.credentials.to_proto()),
+                address: self.inner.config.advertise_address(),
+                arbitrator: self.inner.config.arbitrator,
+            };
+            match client.join(request).await {
+                Ok(response) => {
+                    let uuid: [u8; 16] = response
+                        .into_inner()
+                        .cluster_uuid
+                        .try_into()
+                        .map_err(|_| GroupError::Refused("seed answered with a malformed cluster UUID".into()))?;
+                    self.set_uuid(uuid)?;
+                    tracing::info!(node = self.node_id(), seed = %seed, "joining");
+                    return Ok(());
+                }
+                Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                    return Err(GroupError::Refused(status.message().to_string()));
+                }
+                Err(status) => last = format!("{seed}: {}", status.message()),
+            }
+        }
+        Err(GroupError::Transport(last))
+    }
+
+    /// The primary-component status, updated as it changes.
+    pub fn primary(&self) -> watch::Receiver<Primary> {
+        self.inner.primary.subscribe()
+    }
+
+    /// Append `data` to the log; returns its seqno once it is committed.
+    /// Forwarded to the leader when this member is not the leader, retried
+    /// across leader changes until `timeout`. A retry after a lost reply may
+    /// append the same data twice: consumers must deduplicate.
+    pub async fn propose(&self, data: Vec<u8>, timeout: Duration) -> Result<u64, GroupError> {
+        let deadline = Instant::now() + timeout;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            if let Primary::No(reason) = &*self.inner.primary.borrow() {
+                return Err(GroupError::NotPrimary(reason.clone()));
+            }
+            let leader_address = match self.inner.raft.client_write(Proposal(data.clone())).await {
+                Ok(response) => return Ok(response.log_id.index),
+                Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
+                    return Err(GroupError::Indeterminate);
+                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f
+                    .leader_node
+                    .filter(|_| f.leader_id != Some(self.node_id()))
+                    .map(|n| n.address),
+                Err(RaftError::APIError(e)) => return Err(GroupError::Refused(e.to_string())),
+                Err(RaftError::Fatal(e)) => return Err(GroupError::Stopped(e.to_string())),
+            };
+            if let Some(address) = leader_address {
+                match self.forward_propose(&address, data.clone()).await {
+                    Ok(seqno) => return Ok(seqno),
+                    Err(e) => tracing::debug!(leader = %address, error = %e, "forwarding a proposal failed; retrying"),
+                }
+            }
+            if Instant::now() + backoff > deadline {
+                return Err(GroupError::Timeout(timeout));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    async fn forward_propose(&self, address: &str, data: Vec<u8>) -> Result<u64, GroupError> {
+        let mut client = GroupClient::new(
+            channel(address, self.inner.config.rpc_timeout()).map_err(|e| GroupError::Transport(e.to_string()))?,
+        );
+        let response = client
+            .propose(ProposeRequest {
+                credentials: Some(self.inner.credentials.to_proto()),
+                entries: vec![data],
+            })
+            .await
+            .map_err(|s| GroupError::Transport(s.message().to_string()))?;
+        response
+            .into_inner()
+            .seqnos
+            .first()
+            .copied()
+            .ok_or_else(|| GroupError::Transport("leader returned no seqno".into()))
+    }
+
+    /// The seqno a linearizable reader must wait for: every entry committed
+    /// before this call is at or below it.
+    pub async fn read_index(&self) -> Result<u64, GroupError> {
+        match self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(read) => Ok(read.index()),
+            Err(RaftError::APIError(e)) => {
+                let leader = self.inner.raft.metrics().borrow_watched().current_leader;
+                let membership = self.inner.raft.metrics().borrow_watched().membership_config.clone();
+                let address = leader
+                    .filter(|l| *l != self.node_id())
+                    .and_then(|l| membership.membership().get_node(&l).map(|n| n.address.clone()))
+                    .ok_or_else(|| GroupError::NotPrimary(e.to_string()))?;
+                let mut client = GroupClient::new(
+                    channel(&address, self.inner.config.rpc_timeout())
+                        .map_err(|e| GroupError::Transport(e.to_string()))?,
+                );
+                let response = client
+                    .read_index(ReadIndexRequest {
+                        credentials: Some(self.inner.credentials.to_proto()),
+                    })
+                    .await
+                    .map_err(|s| GroupError::Transport(s.message().to_string()))?;
+                Ok(response.into_inner().seqno)
+            }
+            Err(RaftError::Fatal(e)) => Err(GroupError::Stopped(e.to_string())),
+        }
+    }
+
+    /// This member's view of itself and the cluster.
+    pub fn status(&self) -> MemberStatus {
+        status_of(&self.inner)
+    }
+
+    /// Leave the cluster gracefully: this member is removed from the
+    /// voters (by the leader) before it stops, so the rest keep quorum.
+    pub async fn leave(&self, timeout: Duration) -> Result<(), GroupError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let me = self.node_id();
+            let result = self
+                .inner
+                .raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([me])), false)
+                .await;
+            match result {
+                Ok(_) => break,
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    if let Some(node) = f.leader_node.filter(|_| f.leader_id != Some(me)) {
+                        let mut client = GroupClient::new(
+                            channel(&node.address, self.inner.config.rpc_timeout())
+                                .map_err(|e| GroupError::Transport(e.to_string()))?,
+                        );
+                        let request = LeaveRequest {
+                            credentials: Some(self.inner.credentials.to_proto()),
+                        };
+                        if client.leave(request).await.is_ok() {
+                            break;
+                        }
+                    }
+                }
+                Err(RaftError::APIError(e)) => {
+                    // Not a voter any more (already removed, or a learner).
+                    tracing::info!(node = me, reason = %e, "leave: nothing to remove");
+                    break;
+                }
+                Err(RaftError::Fatal(e)) => return Err(GroupError::Stopped(e.to_string())),
+            }
+            if Instant::now() >= deadline {
+                return Err(GroupError::Timeout(timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::info!(node = self.node_id(), "left the voting membership");
+        Ok(())
+    }
+
+    /// Stop Raft and the RPC server.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.raft.shutdown().await;
+        self.server.abort();
+    }
+
+    /// Hand leadership to `node` (no-op unless this member leads).
+    pub fn transfer_leader(&self, node: u64) {
+        let _ = self.inner.raft.trigger().transfer_leader(node);
+    }
+
+    /// Ask a running member at `address` for its status (the `--status`
+    /// of the command-line tools).
+    pub async fn remote_status(
+        address: &str,
+        cluster_name: &str,
+        secret: &str,
+        timeout: Duration,
+    ) -> Result<proto::v1::StatusResponse, GroupError> {
+        let mut client =
+            GroupClient::new(channel(address, timeout).map_err(|e| GroupError::Transport(e.to_string()))?);
+        let credentials = proto::v1::ClusterCredentials {
+            cluster_name: cluster_name.to_string(),
+            cluster_uuid: Vec::new(),
+            secret_proof: secret_proof(cluster_name, secret),
+            node_id: 0,
+        };
+        client
+            .status(StatusRequest {
+                credentials: Some(credentials),
+            })
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| match s.code() {
+                tonic::Code::PermissionDenied => GroupError::Refused(s.message().to_string()),
+                _ => GroupError::Transport(s.message().to_string()),
+            })
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) fn status_of(inner: &Inner) -> MemberStatus {
+    let m = inner.raft.metrics().borrow_watched().clone();
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let members = membership
+        .nodes()
+        .map(|(id, node)| MemberInfo {
+            node_id: *id,
+            address: node.address.clone(),
+            voter: voters.contains(id),
+            arbitrator: node.arbitrator,
+            matched: m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(id).cloned().flatten())
+                .map(|l| l.index)
+                .or(if *id == m.id { m.last_log_index } else { None }),
+        })
+        .collect();
+    MemberStatus {
+        node_id: m.id,
+        primary: inner.primary.borrow().clone(),
+        role: role_name(m.state),
+        term: m.current_term,
+        leader: m.current_leader,
+        committed: m.local_committed.map_or(0, |l| l.index),
+        applied: m.last_applied.map_or(0, |l| l.index),
+        last_log_index: m.last_log_index.unwrap_or(0),
+        members,
+    }
+}
+
+/// Recompute primary status on every metrics change and on a timer, so
+/// that losing the leader or the quorum is noticed within the election
+/// timeout even when nothing else happens.
+async fn watch_primary(inner: std::sync::Weak<Inner>) {
+    let tick = {
+        let Some(inner) = inner.upgrade() else { return };
+        Duration::from_millis(inner.config.heartbeat_ms.max(10))
+    };
+    loop {
+        let Some(strong) = inner.upgrade() else { return };
+        let status = compute_primary(&strong);
+        strong.primary.send_if_modified(|current| {
+            if *current != status {
+                tracing::info!(node = strong.credentials.node_id, primary = ?status, "primary status changed");
+                *current = status;
+                true
+            } else {
+                false
+            }
+        });
+        if strong.config.arbitrator {
+            hand_over_leadership(&strong);
+        }
+        drop(strong);
+        tokio::time::sleep(tick).await;
+    }
+}
+
+fn compute_primary(inner: &Inner) -> Primary {
+    let m = inner.raft.metrics().borrow_watched().clone();
+    let limit = inner.config.election_timeout_max();
+    let voters: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
+    if voters.is_empty() {
+        return Primary::No("not a member of any cluster yet".into());
+    }
+    match m.state {
+        ServerState::Leader => {
+            if voters.len() == 1 {
+                return Primary::Yes;
+            }
+            match m.last_quorum_acked.as_ref().map(|t| t.elapsed()) {
+                Some(age) if age < limit => Primary::Yes,
+                Some(age) => Primary::No(format!("leader without a quorum acknowledgement for {} ms", age.as_millis())),
+                None => Primary::No("leader not yet acknowledged by a quorum".into()),
+            }
+        }
+        ServerState::Follower | ServerState::Learner => match (m.current_leader, inner.contact.age()) {
+            (Some(_), Some(age)) if age < limit => Primary::Yes,
+            (_, Some(age)) => Primary::No(format!("no contact with a leader for {} ms", age.as_millis())),
+            (_, None) => Primary::No("no contact with a leader yet".into()),
+        },
+        ServerState::Candidate => Primary::No("election in progress".into()),
+        ServerState::Shutdown => Primary::No("shut down".into()),
+    }
+}
+
+/// An arbitrator that leads hands leadership to a data node that has the
+/// whole log.
+fn hand_over_leadership(inner: &Inner) {
+    let m = inner.raft.metrics().borrow_watched().clone();
+    if m.state != ServerState::Leader {
+        return;
+    }
+    let Some(last) = m.last_log_index else { return };
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let caught_up = m.replication.as_ref().and_then(|r| {
+        r.iter().find_map(|(id, matched)| {
+            let node = membership.get_node(id)?;
+            let full = matched.map(|l| l.index) == Some(last);
+            (voters.contains(id) && !node.arbitrator && full).then_some(*id)
+        })
+    });
+    if let Some(target) = caught_up {
+        tracing::info!(node = m.id, to = target, "arbitrator hands leadership to a caught-up data node");
+        let _ = inner.raft.trigger().transfer_leader(target);
+    }
+}

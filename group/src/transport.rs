@@ -1,0 +1,235 @@
+//! Node-to-node RPCs over tonic gRPC: the client side openraft uses to
+//! reach peers, and the server side that admits requests and hands them to
+//! the local Raft.
+//!
+//! Consensus messages travel as postcard-encoded openraft types inside the
+//! `RaftRequest`/`RaftResponse` envelopes of `proto`; nothing outside this
+//! crate sees them. Every request carries [`ClusterCredentials`] and is
+//! refused before it reaches Raft if they do not match.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::errors::{NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::type_config::alias::SnapshotOf;
+use openraft::OptionalSend;
+use proto::v1::raft_client::RaftClient;
+use proto::v1::{ClusterCredentials, RaftRequest, RaftResponse};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::types::{MemberNode, SnapshotMeta, TypeConfig, Vote};
+
+/// The credentials this member presents; the UUID is filled in once known.
+#[derive(Debug)]
+pub struct Credentials {
+    pub cluster_name: String,
+    pub proof: Vec<u8>,
+    pub node_id: u64,
+    pub uuid: Mutex<Option<[u8; 16]>>,
+}
+
+impl Credentials {
+    pub fn to_proto(&self) -> ClusterCredentials {
+        ClusterCredentials {
+            cluster_name: self.cluster_name.clone(),
+            cluster_uuid: self
+                .uuid
+                .lock()
+                .expect("uuid lock")
+                .map(|u| u.to_vec())
+                .unwrap_or_default(),
+            secret_proof: self.proof.clone(),
+            node_id: self.node_id,
+        }
+    }
+}
+
+/// A lazily connected channel to `address` with this member's timeouts.
+pub fn channel(address: &str, timeout: Duration) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{address}"))?
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+/// Makes a [`PeerClient`] for each peer openraft talks to.
+pub struct PeerNetworkFactory {
+    pub credentials: Arc<Credentials>,
+    pub timeout: Duration,
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: u64, node: &MemberNode) -> PeerClient {
+        PeerClient {
+            target,
+            address: node.address.clone(),
+            credentials: self.credentials.clone(),
+            timeout: self.timeout,
+            client: None,
+        }
+    }
+}
+
+/// One peer, as openraft sees it.
+pub struct PeerClient {
+    target: u64,
+    address: String,
+    credentials: Arc<Credentials>,
+    timeout: Duration,
+    client: Option<RaftClient<Channel>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TransportError(String);
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, TransportError> {
+    postcard::to_stdvec(value).map_err(|e| TransportError(format!("encoding: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, TransportError> {
+    postcard::from_bytes(bytes).map_err(|e| TransportError(format!("decoding: {e}")))
+}
+
+/// Which RPC of the `Raft` service to call.
+#[derive(Clone, Copy)]
+enum Rpc {
+    Vote,
+    AppendEntries,
+    InstallSnapshot,
+}
+
+impl PeerClient {
+    fn client(&mut self) -> Result<RaftClient<Channel>, TransportError> {
+        if self.client.is_none() {
+            let channel = channel(&self.address, self.timeout)
+                .map_err(|e| TransportError(format!("bad address {}: {e}", self.address)))?;
+            self.client = Some(RaftClient::new(channel));
+        }
+        Ok(self.client.clone().expect("just set"))
+    }
+
+    /// Send one consensus message; the reply is the remote
+    /// `Result<Resp, Err>`, which a remote fatal error turns into
+    /// "unreachable" (a stopping peer is as good as gone).
+    async fn call<Req: Serialize, Resp: DeserializeOwned, E: DeserializeOwned + std::fmt::Display>(
+        &mut self,
+        rpc: Rpc,
+        request: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        let unreachable = |e: TransportError| RPCError::Unreachable(Unreachable::new(&e));
+        let payload = encode(request).map_err(unreachable)?;
+        let mut client = self.client().map_err(unreachable)?;
+        let request = RaftRequest {
+            credentials: Some(self.credentials.to_proto()),
+            payload,
+        };
+        let call = async {
+            match rpc {
+                Rpc::Vote => client.vote(request).await,
+                Rpc::AppendEntries => client.append_entries(request).await,
+                Rpc::InstallSnapshot => client.install_snapshot(request).await,
+            }
+        };
+        let response = match tokio::time::timeout(ttl, call).await {
+            Err(_) => {
+                return Err(RPCError::Network(NetworkError::new(&TransportError(format!(
+                    "no answer from node {} within {ttl:?}",
+                    self.target
+                )))));
+            }
+            Ok(Err(status)) => {
+                return Err(unreachable(TransportError(format!(
+                    "node {} at {}: {}",
+                    self.target,
+                    self.address,
+                    status.message()
+                ))));
+            }
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        let result: Result<Resp, E> = decode(&response.payload).map_err(unreachable)?;
+        result.map_err(|e| unreachable(TransportError(format!("node {}: {e}", self.target))))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = ();
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call::<_, _, RaftError<TypeConfig>>(Rpc::AppendEntries, &rpc, option.soft_ttl())
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call::<_, _, RaftError<TypeConfig>>(Rpc::Vote, &rpc, option.soft_ttl())
+            .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: SnapshotOf<TypeConfig, ()>,
+        _cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let request: (Vote, SnapshotMeta) = (vote, snapshot.meta);
+        self.call::<_, _, openraft::errors::Fatal<TypeConfig>>(
+            Rpc::InstallSnapshot,
+            &request,
+            option.hard_ttl(),
+        )
+        .await
+        .map_err(StreamingError::from)
+    }
+}
+
+/// When this member last heard from a leader (for primary status).
+#[derive(Debug)]
+pub struct LeaderContact(Mutex<Option<Instant>>);
+
+impl LeaderContact {
+    pub fn new() -> Self {
+        Self(Mutex::new(None))
+    }
+
+    pub fn touch(&self) {
+        *self.0.lock().expect("contact lock") = Some(Instant::now());
+    }
+
+    pub fn age(&self) -> Option<Duration> {
+        self.0.lock().expect("contact lock").map(|t| t.elapsed())
+    }
+}
+
+impl Default for LeaderContact {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub(crate) fn encode_reply<T: Serialize>(value: &T) -> Result<tonic::Response<RaftResponse>, tonic::Status> {
+    encode(value)
+        .map(|payload| tonic::Response::new(RaftResponse { payload }))
+        .map_err(|e| tonic::Status::internal(e.0))
+}
+
+pub(crate) fn decode_request<T: DeserializeOwned>(payload: &[u8]) -> Result<T, tonic::Status> {
+    decode(payload).map_err(|e| tonic::Status::invalid_argument(format!("malformed consensus message: {}", e.0)))
+}
