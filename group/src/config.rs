@@ -38,7 +38,12 @@ pub struct GroupConfig {
 }
 
 impl GroupConfig {
-    pub fn new(cluster_name: impl Into<String>, secret: impl Into<String>, listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        cluster_name: impl Into<String>,
+        secret: impl Into<String>,
+        listen: SocketAddr,
+        data_dir: impl Into<PathBuf>,
+    ) -> Self {
         Self {
             cluster_name: cluster_name.into(),
             secret: secret.into(),
@@ -56,7 +61,9 @@ impl GroupConfig {
     }
 
     pub fn advertise_address(&self) -> String {
-        self.advertise.clone().unwrap_or_else(|| self.listen.to_string())
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
     }
 
     pub fn election_timeout_max(&self) -> Duration {

@@ -17,6 +17,11 @@ pub struct Identity {
     pub cluster_name: String,
     /// Made when the cluster is bootstrapped; learned when joining.
     pub cluster_uuid: Option<[u8; 16]>,
+    /// Set when the member left the voting membership gracefully: on its
+    /// next start it must join again (as a learner first) rather than act
+    /// on the membership it remembers.
+    #[serde(default)]
+    pub left: bool,
 }
 
 /// Why a request was refused admission.
@@ -58,6 +63,7 @@ impl Identity {
                     node_id: rand::random::<u64>() >> 1 | 1,
                     cluster_name: cluster_name.to_string(),
                     cluster_uuid: None,
+                    left: false,
                 };
                 identity.save(dir)?;
                 Ok(identity)
@@ -111,15 +117,12 @@ impl Admission {
                 cluster: self.cluster_name.clone(),
             });
         }
-        match uuid {
-            Some(ours) if c.cluster_uuid.as_slice() != ours => {
-                if !(allow_unknown_uuid && c.cluster_uuid.is_empty()) {
-                    return Err(AdmissionError::WrongUuid);
-                }
-            }
-            // A member that has not joined yet accepts the UUID of the
-            // cluster it is joining (its leader will replicate to it).
-            _ => {}
+        // A member that has not joined yet (no UUID) accepts the UUID of
+        // the cluster it is joining: its leader will replicate to it.
+        let mismatch = uuid.is_some_and(|ours| c.cluster_uuid.as_slice() != ours);
+        let joiner = allow_unknown_uuid && c.cluster_uuid.is_empty();
+        if mismatch && !joiner {
+            return Err(AdmissionError::WrongUuid);
         }
         Ok(())
     }
@@ -145,7 +148,10 @@ mod tests {
             proof: secret_proof("prod", "s3cret"),
         };
         let uuid = Some([1u8; 16]);
-        assert_eq!(admission.check(Some(&creds("prod", "s3cret", &[1; 16])), uuid, false), Ok(()));
+        assert_eq!(
+            admission.check(Some(&creds("prod", "s3cret", &[1; 16])), uuid, false),
+            Ok(())
+        );
         assert!(matches!(
             admission.check(Some(&creds("test", "s3cret", &[1; 16])), uuid, false),
             Err(AdmissionError::WrongCluster { .. })
@@ -158,10 +164,19 @@ mod tests {
             admission.check(Some(&creds("prod", "s3cret", &[2; 16])), uuid, false),
             Err(AdmissionError::WrongUuid)
         );
-        assert_eq!(admission.check(None, uuid, false), Err(AdmissionError::Missing));
+        assert_eq!(
+            admission.check(None, uuid, false),
+            Err(AdmissionError::Missing)
+        );
         // A joiner without a UUID is admitted only where joining is allowed.
-        assert_eq!(admission.check(Some(&creds("prod", "s3cret", &[])), uuid, false), Err(AdmissionError::WrongUuid));
-        assert_eq!(admission.check(Some(&creds("prod", "s3cret", &[])), uuid, true), Ok(()));
+        assert_eq!(
+            admission.check(Some(&creds("prod", "s3cret", &[])), uuid, false),
+            Err(AdmissionError::WrongUuid)
+        );
+        assert_eq!(
+            admission.check(Some(&creds("prod", "s3cret", &[])), uuid, true),
+            Ok(())
+        );
     }
 
     #[test]

@@ -165,7 +165,9 @@ impl GroupMember {
         });
         let listener = tokio::net::TcpListener::bind(inner.config.listen)
             .await
-            .map_err(|e| GroupError::Refused(format!("cannot listen on {}: {e}", inner.config.listen)))?;
+            .map_err(|e| {
+                GroupError::Refused(format!("cannot listen on {}: {e}", inner.config.listen))
+            })?;
         let server = tokio::spawn(Services::serve(inner.clone(), listener));
         tokio::spawn(watch_primary(Arc::downgrade(&inner)));
         tracing::info!(node = inner.credentials.node_id, listen = %inner.config.listen, "group member started");
@@ -185,14 +187,16 @@ impl GroupMember {
     /// Whether this member already belongs to a cluster (bootstrapped or
     /// joined in an earlier run).
     pub fn is_member(&self) -> bool {
-        self.inner.identity.lock().expect("identity lock").cluster_uuid.is_some()
+        let identity = self.inner.identity.lock().expect("identity lock");
+        identity.cluster_uuid.is_some() && !identity.left
     }
 
     /// Make this member the first of a new cluster (a new UUID).
     pub async fn bootstrap(&self) -> Result<(), GroupError> {
         if self.is_member() {
             return Err(GroupError::Refused(
-                "this member already belongs to a cluster; bootstrap only a new data directory".into(),
+                "this member already belongs to a cluster; bootstrap only a new data directory"
+                    .into(),
             ));
         }
         let uuid: [u8; 16] = rand::random();
@@ -217,7 +221,15 @@ impl GroupMember {
 
     fn set_uuid(&self, uuid: [u8; 16]) -> Result<(), GroupError> {
         let mut identity = self.inner.identity.lock().expect("identity lock");
+        if identity.cluster_uuid.is_some_and(|ours| ours != uuid) {
+            return Err(GroupError::Refused(format!(
+                "this data directory belongs to cluster {}, not {}",
+                hex(&identity.cluster_uuid.unwrap_or_default()),
+                hex(&uuid)
+            )));
+        }
         identity.cluster_uuid = Some(uuid);
+        identity.left = false;
         identity.save(&self.inner.config.data_dir)?;
         *self.inner.credentials.uuid.lock().expect("uuid lock") = Some(uuid);
         Ok(())
@@ -230,7 +242,8 @@ impl GroupMember {
         let mut last = String::from("no seed given");
         for seed in seeds {
             let mut client = GroupClient::new(
-                channel(seed, self.inner.config.rpc_timeout()).map_err(|e| GroupError::Transport(e.to_string()))?,
+                channel(seed, self.inner.config.rpc_timeout())
+                    .map_err(|e| GroupError::Transport(e.to_string()))?,
             );
             let request = JoinRequest {
                 credentials: Some(self.inner.credentials.to_proto()),
@@ -239,11 +252,12 @@ impl GroupMember {
             };
             match client.join(request).await {
                 Ok(response) => {
-                    let uuid: [u8; 16] = response
-                        .into_inner()
-                        .cluster_uuid
-                        .try_into()
-                        .map_err(|_| GroupError::Refused("seed answered with a malformed cluster UUID".into()))?;
+                    let uuid: [u8; 16] =
+                        response.into_inner().cluster_uuid.try_into().map_err(|_| {
+                            GroupError::Refused(
+                                "seed answered with a malformed cluster UUID".into(),
+                            )
+                        })?;
                     self.set_uuid(uuid)?;
                     tracing::info!(node = self.node_id(), seed = %seed, "joining");
                     return Ok(());
@@ -264,14 +278,26 @@ impl GroupMember {
 
     /// Append `data` to the log; returns its seqno once it is committed.
     /// Forwarded to the leader when this member is not the leader, retried
-    /// across leader changes until `timeout`. A retry after a lost reply may
+    /// across leader changes until `timeout`; a member outside the primary
+    /// component waits for it until `timeout`, then refuses. A retry after a lost reply may
     /// append the same data twice: consumers must deduplicate.
     pub async fn propose(&self, data: Vec<u8>, timeout: Duration) -> Result<u64, GroupError> {
         let deadline = Instant::now() + timeout;
         let mut backoff = Duration::from_millis(20);
         loop {
-            if let Primary::No(reason) = &*self.inner.primary.borrow() {
-                return Err(GroupError::NotPrimary(reason.clone()));
+            // During a leader change the member is briefly not primary: wait
+            // for the primary component to come back, until the deadline.
+            let mut primary = self.inner.primary.subscribe();
+            let wait = primary.wait_for(Primary::is_primary);
+            if tokio::time::timeout_at(deadline.into(), wait)
+                .await
+                .is_err()
+            {
+                let reason = match &*self.inner.primary.borrow() {
+                    Primary::No(reason) => reason.clone(),
+                    Primary::Yes => "lost and regained during the wait".into(),
+                };
+                return Err(GroupError::NotPrimary(reason));
             }
             let leader_address = match self.inner.raft.client_write(Proposal(data.clone())).await {
                 Ok(response) => return Ok(response.log_id.index),
@@ -288,7 +314,9 @@ impl GroupMember {
             if let Some(address) = leader_address {
                 match self.forward_propose(&address, data.clone()).await {
                     Ok(seqno) => return Ok(seqno),
-                    Err(e) => tracing::debug!(leader = %address, error = %e, "forwarding a proposal failed; retrying"),
+                    Err(e) => {
+                        tracing::debug!(leader = %address, error = %e, "forwarding a proposal failed; retrying")
+                    }
                 }
             }
             if Instant::now() + backoff > deadline {
@@ -301,7 +329,8 @@ impl GroupMember {
 
     async fn forward_propose(&self, address: &str, data: Vec<u8>) -> Result<u64, GroupError> {
         let mut client = GroupClient::new(
-            channel(address, self.inner.config.rpc_timeout()).map_err(|e| GroupError::Transport(e.to_string()))?,
+            channel(address, self.inner.config.rpc_timeout())
+                .map_err(|e| GroupError::Transport(e.to_string()))?,
         );
         let response = client
             .propose(ProposeRequest {
@@ -321,14 +350,30 @@ impl GroupMember {
     /// The seqno a linearizable reader must wait for: every entry committed
     /// before this call is at or below it.
     pub async fn read_index(&self) -> Result<u64, GroupError> {
-        match self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+        match self
+            .inner
+            .raft
+            .ensure_linearizable(ReadPolicy::ReadIndex)
+            .await
+        {
             Ok(read) => Ok(read.index()),
             Err(RaftError::APIError(e)) => {
                 let leader = self.inner.raft.metrics().borrow_watched().current_leader;
-                let membership = self.inner.raft.metrics().borrow_watched().membership_config.clone();
+                let membership = self
+                    .inner
+                    .raft
+                    .metrics()
+                    .borrow_watched()
+                    .membership_config
+                    .clone();
                 let address = leader
                     .filter(|l| *l != self.node_id())
-                    .and_then(|l| membership.membership().get_node(&l).map(|n| n.address.clone()))
+                    .and_then(|l| {
+                        membership
+                            .membership()
+                            .get_node(&l)
+                            .map(|n| n.address.clone())
+                    })
                     .ok_or_else(|| GroupError::NotPrimary(e.to_string()))?;
                 let mut client = GroupClient::new(
                     channel(&address, self.inner.config.rpc_timeout())
@@ -390,6 +435,11 @@ impl GroupMember {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        {
+            let mut identity = self.inner.identity.lock().expect("identity lock");
+            identity.left = true;
+            identity.save(&self.inner.config.data_dir)?;
+        }
         tracing::info!(node = self.node_id(), "left the voting membership");
         Ok(())
     }
@@ -401,8 +451,10 @@ impl GroupMember {
     }
 
     /// Hand leadership to `node` (no-op unless this member leads).
-    pub fn transfer_leader(&self, node: u64) {
-        let _ = self.inner.raft.trigger().transfer_leader(node);
+    pub async fn transfer_leader(&self, node: u64) {
+        if let Err(e) = self.inner.raft.trigger().transfer_leader(node).await {
+            tracing::warn!(to = node, error = %e, "leadership transfer not started");
+        }
     }
 
     /// Ask a running member at `address` for its status (the `--status`
@@ -413,8 +465,9 @@ impl GroupMember {
         secret: &str,
         timeout: Duration,
     ) -> Result<proto::v1::StatusResponse, GroupError> {
-        let mut client =
-            GroupClient::new(channel(address, timeout).map_err(|e| GroupError::Transport(e.to_string()))?);
+        let mut client = GroupClient::new(
+            channel(address, timeout).map_err(|e| GroupError::Transport(e.to_string()))?,
+        );
         let credentials = proto::v1::ClusterCredentials {
             cluster_name: cluster_name.to_string(),
             cluster_uuid: Vec::new(),
@@ -479,7 +532,9 @@ async fn watch_primary(inner: std::sync::Weak<Inner>) {
         Duration::from_millis(inner.config.heartbeat_ms.max(10))
     };
     loop {
-        let Some(strong) = inner.upgrade() else { return };
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
         let status = compute_primary(&strong);
         strong.primary.send_if_modified(|current| {
             if *current != status {
@@ -491,7 +546,7 @@ async fn watch_primary(inner: std::sync::Weak<Inner>) {
             }
         });
         if strong.config.arbitrator {
-            hand_over_leadership(&strong);
+            hand_over_leadership(&strong).await;
         }
         drop(strong);
         tokio::time::sleep(tick).await;
@@ -512,15 +567,23 @@ fn compute_primary(inner: &Inner) -> Primary {
             }
             match m.last_quorum_acked.as_ref().map(|t| t.elapsed()) {
                 Some(age) if age < limit => Primary::Yes,
-                Some(age) => Primary::No(format!("leader without a quorum acknowledgement for {} ms", age.as_millis())),
+                Some(age) => Primary::No(format!(
+                    "leader without a quorum acknowledgement for {} ms",
+                    age.as_millis()
+                )),
                 None => Primary::No("leader not yet acknowledged by a quorum".into()),
             }
         }
-        ServerState::Follower | ServerState::Learner => match (m.current_leader, inner.contact.age()) {
-            (Some(_), Some(age)) if age < limit => Primary::Yes,
-            (_, Some(age)) => Primary::No(format!("no contact with a leader for {} ms", age.as_millis())),
-            (_, None) => Primary::No("no contact with a leader yet".into()),
-        },
+        ServerState::Follower | ServerState::Learner => {
+            match (m.current_leader, inner.contact.age()) {
+                (Some(_), Some(age)) if age < limit => Primary::Yes,
+                (_, Some(age)) => Primary::No(format!(
+                    "no contact with a leader for {} ms",
+                    age.as_millis()
+                )),
+                (_, None) => Primary::No("no contact with a leader yet".into()),
+            }
+        }
         ServerState::Candidate => Primary::No("election in progress".into()),
         ServerState::Shutdown => Primary::No("shut down".into()),
     }
@@ -528,7 +591,7 @@ fn compute_primary(inner: &Inner) -> Primary {
 
 /// An arbitrator that leads hands leadership to a data node that has the
 /// whole log.
-fn hand_over_leadership(inner: &Inner) {
+async fn hand_over_leadership(inner: &Inner) {
     let m = inner.raft.metrics().borrow_watched().clone();
     if m.state != ServerState::Leader {
         return;
@@ -544,7 +607,13 @@ fn hand_over_leadership(inner: &Inner) {
         })
     });
     if let Some(target) = caught_up {
-        tracing::info!(node = m.id, to = target, "arbitrator hands leadership to a caught-up data node");
-        let _ = inner.raft.trigger().transfer_leader(target);
+        tracing::info!(
+            node = m.id,
+            to = target,
+            "arbitrator hands leadership to a caught-up data node"
+        );
+        if let Err(e) = inner.raft.trigger().transfer_leader(target).await {
+            tracing::warn!(to = target, error = %e, "leadership transfer not started");
+        }
     }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::ClientWriteError;
-use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::errors::RaftError;
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{ChangeMembers, ReadPolicy, Snapshot};
 use proto::v1::group_client::GroupClient;
 use proto::v1::group_server::{Group, GroupServer};
@@ -28,7 +28,8 @@ pub(crate) struct Services {
 impl Services {
     pub async fn serve(inner: Arc<Inner>, listener: tokio::net::TcpListener) {
         let services = Services { inner };
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let result = tonic::transport::Server::builder()
             .add_service(RaftServer::new(services.clone()).max_decoding_message_size(512 << 20))
             .add_service(GroupServer::new(services).max_decoding_message_size(512 << 20))
@@ -40,7 +41,12 @@ impl Services {
     }
 
     fn admit(&self, credentials: Option<&ClusterCredentials>, joining: bool) -> Result<(), Status> {
-        let uuid = self.inner.identity.lock().expect("identity lock").cluster_uuid;
+        let uuid = self
+            .inner
+            .identity
+            .lock()
+            .expect("identity lock")
+            .cluster_uuid;
         self.inner
             .admission
             .check(credentials, uuid, joining)
@@ -60,7 +66,10 @@ impl Services {
             .map(|n| n.address.clone())
     }
 
-    fn group_client(&self, address: &str) -> Result<GroupClient<tonic::transport::Channel>, Status> {
+    fn group_client(
+        &self,
+        address: &str,
+    ) -> Result<GroupClient<tonic::transport::Channel>, Status> {
         channel(address, self.inner.config.rpc_timeout())
             .map(GroupClient::new)
             .map_err(|e| Status::unavailable(e.to_string()))
@@ -81,20 +90,28 @@ impl RaftService for Services {
         encode_reply(&result)
     }
 
-    async fn append_entries(&self, request: Request<RaftRequest>) -> Result<Response<RaftResponse>, Status> {
+    async fn append_entries(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftResponse>, Status> {
         let request = request.into_inner();
         self.admit(request.credentials.as_ref(), false)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode_request(&request.payload)?;
         let result = self.inner.raft.append_entries(rpc).await;
-        if let Ok(openraft::raft::AppendEntriesResponse::Success | openraft::raft::AppendEntriesResponse::PartialSuccess(_)) =
-            &result
+        if let Ok(
+            openraft::raft::AppendEntriesResponse::Success
+            | openraft::raft::AppendEntriesResponse::PartialSuccess(_),
+        ) = &result
         {
             self.inner.contact.touch();
         }
         encode_reply(&result)
     }
 
-    async fn install_snapshot(&self, request: Request<RaftRequest>) -> Result<Response<RaftResponse>, Status> {
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftResponse>, Status> {
         let request = request.into_inner();
         self.admit(request.credentials.as_ref(), false)?;
         let (vote, meta): (Vote, SnapshotMeta) = decode_request(&request.payload)?;
@@ -105,11 +122,26 @@ impl RaftService for Services {
             .await;
         encode_reply(&result)
     }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftResponse>, Status> {
+        let request = request.into_inner();
+        self.admit(request.credentials.as_ref(), false)?;
+        let rpc: openraft::raft::TransferLeaderRequest<TypeConfig> =
+            decode_request(&request.payload)?;
+        let result = self.inner.raft.handle_transfer_leader(rpc).await;
+        encode_reply(&result)
+    }
 }
 
 #[tonic::async_trait]
 impl Group for Services {
-    async fn propose(&self, request: Request<ProposeRequest>) -> Result<Response<ProposeResponse>, Status> {
+    async fn propose(
+        &self,
+        request: Request<ProposeRequest>,
+    ) -> Result<Response<ProposeResponse>, Status> {
         let request = request.into_inner();
         self.admit(request.credentials.as_ref(), false)?;
         if let Primary::No(reason) = &*self.inner.primary.borrow() {
@@ -122,7 +154,9 @@ impl Group for Services {
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     // Proposers forward at most once; they retry with the hint.
                     let leader = f.leader_node.map(|n| n.address).unwrap_or_default();
-                    return Err(Status::failed_precondition(format!("not the leader; leader: {leader}")));
+                    return Err(Status::failed_precondition(format!(
+                        "not the leader; leader: {leader}"
+                    )));
                 }
                 Err(RaftError::APIError(e)) => return Err(Status::aborted(e.to_string())),
                 Err(RaftError::Fatal(e)) => return Err(fatal(e)),
@@ -131,11 +165,21 @@ impl Group for Services {
         Ok(Response::new(ProposeResponse { seqnos }))
     }
 
-    async fn read_index(&self, request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+    async fn read_index(
+        &self,
+        request: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
         let request = request.into_inner();
         self.admit(request.credentials.as_ref(), false)?;
-        match self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-            Ok(read) => Ok(Response::new(ReadIndexResponse { seqno: read.index() })),
+        match self
+            .inner
+            .raft
+            .ensure_linearizable(ReadPolicy::ReadIndex)
+            .await
+        {
+            Ok(read) => Ok(Response::new(ReadIndexResponse {
+                seqno: read.index(),
+            })),
             Err(RaftError::APIError(e)) => Err(Status::failed_precondition(e.to_string())),
             Err(RaftError::Fatal(e)) => Err(fatal(e)),
         }
@@ -188,7 +232,10 @@ impl Group for Services {
         }))
     }
 
-    async fn leave(&self, request: Request<LeaveRequest>) -> Result<Response<LeaveResponse>, Status> {
+    async fn leave(
+        &self,
+        request: Request<LeaveRequest>,
+    ) -> Result<Response<LeaveResponse>, Status> {
         let request = request.into_inner();
         self.admit(request.credentials.as_ref(), false)?;
         let leaver = request.credentials.as_ref().map_or(0, |c| c.node_id);
@@ -204,7 +251,10 @@ impl Group for Services {
         }
     }
 
-    async fn members(&self, request: Request<MembersRequest>) -> Result<Response<MembersResponse>, Status> {
+    async fn members(
+        &self,
+        request: Request<MembersRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
         let request = request.into_inner();
         self.admit(request.credentials.as_ref(), true)?;
         Ok(Response::new(MembersResponse {
@@ -212,7 +262,10 @@ impl Group for Services {
         }))
     }
 
-    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         let request = request.into_inner();
         self.admit(request.credentials.as_ref(), true)?;
         Ok(Response::new(status_response(&self.inner)))
@@ -253,7 +306,11 @@ fn status_response(inner: &Inner) -> StatusResponse {
             .map(|m| Member {
                 node_id: m.node_id,
                 address: m.address.clone(),
-                role: if m.voter { MemberRole::Voter } else { MemberRole::Learner } as i32,
+                role: if m.voter {
+                    MemberRole::Voter
+                } else {
+                    MemberRole::Learner
+                } as i32,
                 arbitrator: m.arbitrator,
                 leader: s.leader == Some(m.node_id),
                 term: s.term,
@@ -262,6 +319,9 @@ fn status_response(inner: &Inner) -> StatusResponse {
             })
             .collect(),
         cluster_name: identity.cluster_name,
-        cluster_uuid: identity.cluster_uuid.map(|u| u.to_vec()).unwrap_or_default(),
+        cluster_uuid: identity
+            .cluster_uuid
+            .map(|u| u.to_vec())
+            .unwrap_or_default(),
     }
 }

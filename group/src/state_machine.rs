@@ -49,14 +49,19 @@ fn io_other(e: impl std::fmt::Display) -> io::Error {
 impl CommitStream {
     /// A state machine persisting its snapshot metadata in `dir`, delivering
     /// entries after `deliver_after` to `out`.
-    pub fn open(dir: impl Into<PathBuf>, out: mpsc::Sender<Committed>, deliver_after: u64) -> io::Result<Self> {
+    pub fn open(
+        dir: impl Into<PathBuf>,
+        out: mpsc::Sender<Committed>,
+        deliver_after: u64,
+    ) -> io::Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
         let path = dir.join("snapshot-meta");
         let snapshot: Option<SnapshotMeta> = match std::fs::read(&path) {
-            Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
-                io::Error::other(format!("{} is corrupt: {e}", path.display()))
-            })?),
+            Ok(bytes) => Some(
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| io::Error::other(format!("{} is corrupt: {e}", path.display())))?,
+            ),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
@@ -162,7 +167,11 @@ impl RaftStateMachine<TypeConfig> for CommitStream {
         }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, _snapshot: ()) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        _snapshot: (),
+    ) -> Result<(), io::Error> {
         let seqno = meta.last_log_id.map_or(0, |l| l.index);
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
@@ -173,7 +182,12 @@ impl RaftStateMachine<TypeConfig> for CommitStream {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<TypeConfig, ()>>, io::Error> {
-        Ok(self.snapshot.clone().map(|meta| Snapshot { meta, snapshot: () }))
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<TypeConfig, ()>>, io::Error> {
+        Ok(self
+            .snapshot
+            .clone()
+            .map(|meta| Snapshot { meta, snapshot: () }))
     }
 }

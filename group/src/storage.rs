@@ -147,7 +147,12 @@ fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
 
 impl Shared {
     fn read_entries(&self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
-        let purged = self.meta.lock().expect("meta lock").last_purged.map(|l| l.index);
+        let purged = self
+            .meta
+            .lock()
+            .expect("meta lock")
+            .last_purged
+            .map(|l| l.index);
         let start = match purged {
             Some(p) => start.max(p + 1),
             None => start,
@@ -221,10 +226,9 @@ impl RaftLogStorage<TypeConfig> for RaftLog {
         let last_log_id = match last_index {
             Some(i) if last_purged.is_none_or(|p| i > p.index) => {
                 let shared = self.shared.clone();
-                let mut entries =
-                    tokio::task::spawn_blocking(move || shared.read_entries(i, i))
-                        .await
-                        .map_err(join_err)??;
+                let mut entries = tokio::task::spawn_blocking(move || shared.read_entries(i, i))
+                    .await
+                    .map_err(join_err)??;
                 Some(entries.pop().expect("last entry exists").log_id)
             }
             _ => last_purged,
@@ -253,7 +257,11 @@ impl RaftLogStorage<TypeConfig> for RaftLog {
         .map_err(join_err)?
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -287,7 +295,12 @@ impl RaftLogStorage<TypeConfig> for RaftLog {
         let from = last_log_id.map_or(0, |l| l.index + 1);
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
-            shared.log.lock().expect("log lock").truncate_from(from).map_err(to_io)
+            shared
+                .log
+                .lock()
+                .expect("log lock")
+                .truncate_from(from)
+                .map_err(to_io)
         })
         .await
         .map_err(join_err)?

@@ -10,11 +10,16 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openraft::errors::{NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
-use openraft::type_config::alias::SnapshotOf;
 use openraft::OptionalSend;
+use openraft::errors::{
+    NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::type_config::alias::SnapshotOf;
 use proto::v1::raft_client::RaftClient;
 use proto::v1::{ClusterCredentials, RaftRequest, RaftResponse};
 use serde::Serialize;
@@ -104,6 +109,7 @@ enum Rpc {
     Vote,
     AppendEntries,
     InstallSnapshot,
+    TransferLeader,
 }
 
 impl PeerClient {
@@ -119,7 +125,11 @@ impl PeerClient {
     /// Send one consensus message; the reply is the remote
     /// `Result<Resp, Err>`, which a remote fatal error turns into
     /// "unreachable" (a stopping peer is as good as gone).
-    async fn call<Req: Serialize, Resp: DeserializeOwned, E: DeserializeOwned + std::fmt::Display>(
+    async fn call<
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: DeserializeOwned + std::fmt::Display,
+    >(
         &mut self,
         rpc: Rpc,
         request: &Req,
@@ -137,14 +147,14 @@ impl PeerClient {
                 Rpc::Vote => client.vote(request).await,
                 Rpc::AppendEntries => client.append_entries(request).await,
                 Rpc::InstallSnapshot => client.install_snapshot(request).await,
+                Rpc::TransferLeader => client.transfer_leader(request).await,
             }
         };
         let response = match tokio::time::timeout(ttl, call).await {
             Err(_) => {
-                return Err(RPCError::Network(NetworkError::new(&TransportError(format!(
-                    "no answer from node {} within {ttl:?}",
-                    self.target
-                )))));
+                return Err(RPCError::Network(NetworkError::new(&TransportError(
+                    format!("no answer from node {} within {ttl:?}", self.target),
+                ))));
             }
             Ok(Err(status)) => {
                 return Err(unreachable(TransportError(format!(
@@ -180,6 +190,21 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call::<_, _, RaftError<TypeConfig>>(Rpc::Vote, &rpc, option.soft_ttl())
             .await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let result: Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> = self
+            .call::<_, _, openraft::errors::Fatal<TypeConfig>>(
+                Rpc::TransferLeader,
+                &req,
+                option.soft_ttl(),
+            )
+            .await;
+        result
     }
 
     async fn full_snapshot(
@@ -224,12 +249,16 @@ impl Default for LeaderContact {
     }
 }
 
-pub(crate) fn encode_reply<T: Serialize>(value: &T) -> Result<tonic::Response<RaftResponse>, tonic::Status> {
+pub(crate) fn encode_reply<T: Serialize>(
+    value: &T,
+) -> Result<tonic::Response<RaftResponse>, tonic::Status> {
     encode(value)
         .map(|payload| tonic::Response::new(RaftResponse { payload }))
         .map_err(|e| tonic::Status::internal(e.0))
 }
 
 pub(crate) fn decode_request<T: DeserializeOwned>(payload: &[u8]) -> Result<T, tonic::Status> {
-    decode(payload).map_err(|e| tonic::Status::invalid_argument(format!("malformed consensus message: {}", e.0)))
+    decode(payload).map_err(|e| {
+        tonic::Status::invalid_argument(format!("malformed consensus message: {}", e.0))
+    })
 }

@@ -14,7 +14,9 @@ impl StoreBuilder<TypeConfig, RaftLog, CommitStream, tempfile::TempDir> for Buil
     async fn build(
         &self,
     ) -> Result<(tempfile::TempDir, RaftLog, CommitStream), StorageError<TypeConfig>> {
-        let io = |e: std::io::Error| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, e);
+        let io = |e: std::io::Error| {
+            StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, e)
+        };
         let dir = tempfile::tempdir().map_err(io)?;
         // Small segments, so the suite's truncations and purges cross them.
         let log = RaftLog::open(dir.path(), LogStoreOptions { segment_bytes: 256 }).map_err(io)?;

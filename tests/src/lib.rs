@@ -13,6 +13,8 @@
 //! - `src/bin/gen-collation-tables.rs` — regenerates the collation weight
 //!   tables the key encoder uses, from a real server.
 
+pub mod group_node;
+
 use std::ops::{Deref, DerefMut};
 
 use replicator::mariadb_server::{MariadbServer, ServerConfig, ServerError};
