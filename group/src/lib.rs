@@ -13,6 +13,7 @@
 //! (`propose`, committed-entry stream, `read_index`, join/leave).
 
 pub mod config;
+mod forwarder;
 pub mod identity;
 pub mod log_store;
 mod member;

@@ -12,10 +12,11 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Instant as _, ReadPolicy, ServerState};
 use proto::v1::group_client::GroupClient;
-use proto::v1::{JoinRequest, LeaveRequest, ProposeRequest, ReadIndexRequest, StatusRequest};
+use proto::v1::{JoinRequest, LeaveRequest, ReadIndexRequest, StatusRequest};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::GroupConfig;
+use crate::forwarder::Forwarder;
 use crate::identity::{Admission, Identity, secret_proof};
 use crate::log_store::LogStoreOptions;
 use crate::service::Services;
@@ -94,6 +95,35 @@ pub(crate) struct Inner {
     pub admission: Admission,
     pub contact: Arc<LeaderContact>,
     pub primary: watch::Sender<Primary>,
+    /// Held while a membership change is driven by this member (Raft
+    /// allows one change in flight).
+    pub membership_changes: tokio::sync::Mutex<()>,
+    /// One multiplexed HTTP/2 connection per peer address for the member
+    /// API (forwarded proposals, reads, leave); tonic clients are cheap to
+    /// clone and share it.
+    pub peers:
+        std::sync::Mutex<std::collections::HashMap<String, GroupClient<tonic::transport::Channel>>>,
+    /// Batches proposals this member forwards to the leader.
+    pub forwarder: std::sync::OnceLock<Forwarder>,
+}
+
+impl Inner {
+    /// The member-API client for `address`, connected lazily and reused.
+    pub fn group_client(
+        &self,
+        address: &str,
+    ) -> Result<GroupClient<tonic::transport::Channel>, GroupError> {
+        let mut peers = self.peers.lock().expect("peers lock");
+        if let Some(client) = peers.get(address) {
+            return Ok(client.clone());
+        }
+        let client = GroupClient::new(
+            channel(address, self.config.rpc_timeout())
+                .map_err(|e| GroupError::Transport(e.to_string()))?,
+        );
+        peers.insert(address.to_string(), client.clone());
+        Ok(client)
+    }
 }
 
 /// A running member. Cheap to clone.
@@ -162,7 +192,13 @@ impl GroupMember {
             credentials,
             contact: Arc::new(LeaderContact::new()),
             primary,
+            membership_changes: tokio::sync::Mutex::new(()),
+            peers: std::sync::Mutex::new(std::collections::HashMap::new()),
+            forwarder: std::sync::OnceLock::new(),
         });
+        let _ = inner
+            .forwarder
+            .set(Forwarder::start(Arc::downgrade(&inner)));
         let listener = tokio::net::TcpListener::bind(inner.config.listen)
             .await
             .map_err(|e| {
@@ -299,6 +335,15 @@ impl GroupMember {
                 };
                 return Err(GroupError::NotPrimary(reason));
             }
+            // A follower that knows the leader forwards straight away.
+            if let Some(address) = self.known_leader_address() {
+                match self.forward_propose(&address, data.clone()).await {
+                    Ok(seqno) => return Ok(seqno),
+                    Err(e) => {
+                        tracing::debug!(leader = %address, error = %e, "forwarding a proposal failed; retrying")
+                    }
+                }
+            }
             let leader_address = match self.inner.raft.client_write(Proposal(data.clone())).await {
                 Ok(response) => return Ok(response.log_id.index),
                 Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
@@ -327,24 +372,23 @@ impl GroupMember {
         }
     }
 
+    /// The leader's address, if another member leads.
+    fn known_leader_address(&self) -> Option<String> {
+        let m = self.inner.raft.metrics().borrow_watched().clone();
+        let leader = m.current_leader.filter(|l| *l != m.id)?;
+        m.membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.address.clone())
+    }
+
     async fn forward_propose(&self, address: &str, data: Vec<u8>) -> Result<u64, GroupError> {
-        let mut client = GroupClient::new(
-            channel(address, self.inner.config.rpc_timeout())
-                .map_err(|e| GroupError::Transport(e.to_string()))?,
-        );
-        let response = client
-            .propose(ProposeRequest {
-                credentials: Some(self.inner.credentials.to_proto()),
-                entries: vec![data],
-            })
+        self.inner
+            .forwarder
+            .get()
+            .expect("set at start")
+            .forward(address.to_string(), data)
             .await
-            .map_err(|s| GroupError::Transport(s.message().to_string()))?;
-        response
-            .into_inner()
-            .seqnos
-            .first()
-            .copied()
-            .ok_or_else(|| GroupError::Transport("leader returned no seqno".into()))
     }
 
     /// The seqno a linearizable reader must wait for: every entry committed
@@ -375,10 +419,7 @@ impl GroupMember {
                             .map(|n| n.address.clone())
                     })
                     .ok_or_else(|| GroupError::NotPrimary(e.to_string()))?;
-                let mut client = GroupClient::new(
-                    channel(&address, self.inner.config.rpc_timeout())
-                        .map_err(|e| GroupError::Transport(e.to_string()))?,
-                );
+                let mut client = self.inner.group_client(&address)?;
                 let response = client
                     .read_index(ReadIndexRequest {
                         credentials: Some(self.inner.credentials.to_proto()),
@@ -411,10 +452,7 @@ impl GroupMember {
                 Ok(_) => break,
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     if let Some(node) = f.leader_node.filter(|_| f.leader_id != Some(me)) {
-                        let mut client = GroupClient::new(
-                            channel(&node.address, self.inner.config.rpc_timeout())
-                                .map_err(|e| GroupError::Transport(e.to_string()))?,
-                        );
+                        let mut client = self.inner.group_client(&node.address)?;
                         let request = LeaveRequest {
                             credentials: Some(self.inner.credentials.to_proto()),
                         };

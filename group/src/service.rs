@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use futures_util::StreamExt;
+
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::ClientWriteError;
 use openraft::errors::RaftError;
@@ -147,19 +149,25 @@ impl Group for Services {
         if let Primary::No(reason) = &*self.inner.primary.borrow() {
             return Err(Status::unavailable(format!("not primary: {reason}")));
         }
-        let mut seqnos = Vec::with_capacity(request.entries.len());
-        for data in request.entries {
-            match self.inner.raft.client_write(Proposal(data)).await {
-                Ok(response) => seqnos.push(response.log_id.index),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+        // The whole batch goes to Raft at once (one append, one fsync).
+        let mut results = self
+            .inner
+            .raft
+            .client_write_many(request.entries.into_iter().map(Proposal))
+            .await
+            .map_err(fatal)?;
+        let mut seqnos = Vec::new();
+        while let Some(result) = results.next().await {
+            match result.map_err(fatal)? {
+                Ok(written) => seqnos.push(written.log_id.index),
+                Err(ClientWriteError::ForwardToLeader(f)) => {
                     // Proposers forward at most once; they retry with the hint.
                     let leader = f.leader_node.map(|n| n.address).unwrap_or_default();
                     return Err(Status::failed_precondition(format!(
                         "not the leader; leader: {leader}"
                     )));
                 }
-                Err(RaftError::APIError(e)) => return Err(Status::aborted(e.to_string())),
-                Err(RaftError::Fatal(e)) => return Err(fatal(e)),
+                Err(e) => return Err(Status::aborted(e.to_string())),
             }
         }
         Ok(Response::new(ProposeResponse { seqnos }))
@@ -210,22 +218,9 @@ impl Group for Services {
             address: request.address.clone(),
             arbitrator: request.arbitrator,
         };
-        let raft = raft.clone();
+        let inner = self.inner.clone();
         tracing::info!(joiner, address = %node.address, arbitrator = node.arbitrator, uuid = %hex(&uuid), "admitting a new member");
-        tokio::spawn(async move {
-            // Learner first; voter once it has caught up (add_learner with
-            // blocking=true returns when the learner has the log).
-            if let Err(e) = raft.add_learner(joiner, node, true).await {
-                tracing::warn!(joiner, error = %e, "adding learner failed");
-                return;
-            }
-            if let Err(e) = raft
-                .change_membership(ChangeMembers::AddVoterIds([joiner].into()), false)
-                .await
-            {
-                tracing::warn!(joiner, error = %e, "promoting learner to voter failed");
-            }
-        });
+        tokio::spawn(async move { admit_member(inner, joiner, node).await });
         Ok(Response::new(JoinResponse {
             cluster_uuid: uuid.to_vec(),
             leader_id: self.inner.credentials.node_id,
@@ -281,6 +276,61 @@ impl Group for Services {
             "flow control is not implemented by this version; proposals are never paused",
         ))
     }
+}
+
+/// Add `joiner` as a learner, then promote it to voter once it has caught
+/// up. Membership changes go one at a time (Raft allows one in flight), so
+/// concurrent joins queue here and are retried while the leader is busy.
+async fn admit_member(inner: Arc<Inner>, joiner: u64, node: MemberNode) {
+    let _one_at_a_time = inner.membership_changes.lock().await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut learner_added = false;
+    loop {
+        let step = if !learner_added {
+            // blocking = true: returns once the learner has the log.
+            inner
+                .raft
+                .add_learner(joiner, node.clone(), true)
+                .await
+                .map(|_| learner_added = true)
+        } else {
+            inner
+                .raft
+                .change_membership(ChangeMembers::AddVoterIds([joiner].into()), false)
+                .await
+                .map(|_| ())
+        };
+        match step {
+            Ok(()) if learner_added && step_done_is_voter(&inner, joiner) => {
+                tracing::info!(joiner, "new member is a voter");
+                return;
+            }
+            Ok(()) => continue,
+            Err(RaftError::Fatal(e)) => {
+                tracing::warn!(joiner, error = %e, "leader stopping; the joiner must retry");
+                return;
+            }
+            Err(RaftError::APIError(e)) => {
+                if tokio::time::Instant::now() >= deadline || !inner.raft.is_leader() {
+                    tracing::warn!(joiner, error = %e, "could not admit the new member");
+                    return;
+                }
+                tracing::debug!(joiner, error = %e, "membership change busy; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+fn step_done_is_voter(inner: &Inner, joiner: u64) -> bool {
+    inner
+        .raft
+        .metrics()
+        .borrow_watched()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .any(|id| id == joiner)
 }
 
 fn status_response(inner: &Inner) -> StatusResponse {

@@ -346,3 +346,31 @@ async fn t60_a_stranger_is_refused_and_changes_nothing() {
     wait_voters(&mut nodes[0], 1).await;
     nodes[0].propose("y", T).await.unwrap();
 }
+
+/// Regression: two members joining at the same moment used to leave one of
+/// them a learner forever ("already undergoing a configuration change").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t70_concurrent_joins_all_become_voters() {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs = addresses(4);
+    let mut first = GroupNode::start(
+        "t70",
+        &addrs[0],
+        &dir.path().join("n0"),
+        Start::Bootstrap,
+        &[],
+    )
+    .await;
+    first.wait_primary(true, T).await;
+    let seed = vec![addrs[0].clone()];
+    let dirs: Vec<_> = (1..4).map(|i| dir.path().join(format!("n{i}"))).collect();
+    let (a, b, c) = tokio::join!(
+        GroupNode::start("t70", &addrs[1], &dirs[0], Start::Join(seed.clone()), &[]),
+        GroupNode::start("t70", &addrs[2], &dirs[1], Start::Join(seed.clone()), &[]),
+        GroupNode::start("t70", &addrs[3], &dirs[2], Start::Join(seed.clone()), &[]),
+    );
+    wait_voters(&mut first, 4).await;
+    for node in [&a, &b, &c] {
+        node.wait_primary(true, T).await;
+    }
+}
