@@ -7,10 +7,24 @@
 //!   checksummed records, group commit by explicit sync, torn-tail recovery,
 //!   purge by whole segments, atomic metadata files.
 //!
-//! To come with the rest of the ordered-log issue: `raft` (openraft state
-//! kept inside this crate), `transport` (tonic gRPC with cluster
-//! admission), membership and primary-component status, and the public API
-//! (`propose`, committed-entry stream, `read_index`, join/leave).
+//! - [`storage`] — openraft's log storage over `log_store`: group commit on
+//!   a sync thread, vote and purge point in atomically replaced files.
+//! - [`state_machine`] — hands committed entries, in order, to the member's
+//!   consumer; a Raft snapshot here is only a position ("state transfer
+//!   needed up to seqno N").
+//! - [`types`] — the openraft type configuration; no openraft type leaves
+//!   this crate through the public API.
+//! - [`config`] — settings and their defaults.
+//! - [`identity`] — node id, cluster name and UUID, and admission of
+//!   requests (name, UUID, secret digest).
+//! - `transport` / `service` — node-to-node gRPC: the client side openraft
+//!   uses, and the server that admits requests and hands them to Raft or to
+//!   the member API.
+//! - `forwarder` — batches proposals a follower forwards to the leader.
+//! - `member` — [`GroupMember`], the public API: start, bootstrap, join,
+//!   propose, read index, leave, primary status, status.
+//!
+//! See `docs/ordered-log.md` for the rules and settings.
 
 pub mod config;
 mod forwarder;
