@@ -31,7 +31,10 @@ mod forwarder;
 pub mod identity;
 pub mod log_store;
 mod member;
+pub mod runtime;
 mod service;
+#[cfg(test)]
+mod simulation;
 pub mod state_machine;
 pub mod storage;
 mod transport;

@@ -22,7 +22,7 @@ use crate::log_store::LogStoreOptions;
 use crate::service::Services;
 use crate::state_machine::{CommitStream, Committed};
 use crate::storage::RaftLog;
-use crate::transport::{Credentials, LeaderContact, PeerNetworkFactory, channel};
+use crate::transport::{Credentials, LeaderLease, PeerNetworkFactory, channel};
 use crate::types::{MemberNode, Proposal, TypeConfig};
 
 pub(crate) type Raft = openraft::Raft<TypeConfig, CommitStream>;
@@ -93,7 +93,7 @@ pub(crate) struct Inner {
     pub identity: std::sync::Mutex<Identity>,
     pub credentials: Arc<Credentials>,
     pub admission: Admission,
-    pub contact: Arc<LeaderContact>,
+    pub lease: Arc<LeaderLease>,
     pub primary: watch::Sender<Primary>,
     /// Held while a membership change is driven by this member (Raft
     /// allows one change in flight).
@@ -190,7 +190,7 @@ impl GroupMember {
             raft,
             identity: std::sync::Mutex::new(identity),
             credentials,
-            contact: Arc::new(LeaderContact::new()),
+            lease: Arc::new(LeaderLease::new()),
             primary,
             membership_changes: tokio::sync::Mutex::new(()),
             peers: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -206,6 +206,7 @@ impl GroupMember {
             })?;
         let server = tokio::spawn(Services::serve(inner.clone(), listener));
         tokio::spawn(watch_primary(Arc::downgrade(&inner)));
+        tokio::spawn(probe_leader_lease(Arc::downgrade(&inner)));
         tracing::info!(node = inner.credentials.node_id, listen = %inner.config.listen, "group member started");
         Ok((
             Self {
@@ -593,37 +594,103 @@ async fn watch_primary(inner: std::sync::Weak<Inner>) {
 
 fn compute_primary(inner: &Inner) -> Primary {
     let m = inner.raft.metrics().borrow_watched().clone();
-    let limit = inner.config.election_timeout_max();
+    primary_from_metrics(&m, inner.lease.until(), inner.config.election_timeout_max())
+}
+
+/// How much longer a leader's quorum stays confirmed: `limit` minus the age
+/// of its last quorum acknowledgement; zero for a member that does not lead
+/// or has no recent quorum. A single-voter leader always has a full lease.
+pub(crate) fn lease_remaining(m: &openraft::RaftMetrics<TypeConfig>, limit: Duration) -> Duration {
+    if m.state != ServerState::Leader {
+        return Duration::ZERO;
+    }
+    if m.membership_config.membership().voter_ids().count() == 1 {
+        return limit;
+    }
+    match m.last_quorum_acked.as_ref().map(|t| t.elapsed()) {
+        Some(age) => limit.saturating_sub(age),
+        None => Duration::ZERO,
+    }
+}
+
+/// The primary-component rule of DESIGN.md: a leader whose last quorum
+/// acknowledgement is younger than `limit`; a follower or learner whose
+/// leader confirmed such a quorum, valid until `leader_lease` (the lease is
+/// anchored at the leader's acknowledgement, so a member cut off from the
+/// majority — with or without its leader — stops being primary within
+/// `limit` of losing it).
+pub(crate) fn primary_from_metrics(
+    m: &openraft::RaftMetrics<TypeConfig>,
+    leader_lease: Option<tokio::time::Instant>,
+    limit: Duration,
+) -> Primary {
     let voters: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
     if voters.is_empty() {
         return Primary::No("not a member of any cluster yet".into());
     }
     match m.state {
         ServerState::Leader => {
-            if voters.len() == 1 {
-                return Primary::Yes;
-            }
-            match m.last_quorum_acked.as_ref().map(|t| t.elapsed()) {
-                Some(age) if age < limit => Primary::Yes,
-                Some(age) => Primary::No(format!(
-                    "leader without a quorum acknowledgement for {} ms",
-                    age.as_millis()
-                )),
-                None => Primary::No("leader not yet acknowledged by a quorum".into()),
+            if lease_remaining(m, limit) > Duration::ZERO {
+                Primary::Yes
+            } else {
+                match m.last_quorum_acked.as_ref().map(|t| t.elapsed()) {
+                    Some(age) => Primary::No(format!(
+                        "leader without a quorum acknowledgement for {} ms",
+                        age.as_millis()
+                    )),
+                    None => Primary::No("leader not yet acknowledged by a quorum".into()),
+                }
             }
         }
         ServerState::Follower | ServerState::Learner => {
-            match (m.current_leader, inner.contact.age()) {
-                (Some(_), Some(age)) if age < limit => Primary::Yes,
-                (_, Some(age)) => Primary::No(format!(
-                    "no contact with a leader for {} ms",
-                    age.as_millis()
+            let now = tokio::time::Instant::now();
+            match (m.current_leader, leader_lease) {
+                (Some(_), Some(until)) if now < until => Primary::Yes,
+                (None, _) => Primary::No("no leader known".into()),
+                (Some(_), Some(until)) => Primary::No(format!(
+                    "the leader has not confirmed a quorum for {} ms",
+                    (now - until).as_millis() as u64 + limit.as_millis() as u64
                 )),
-                (_, None) => Primary::No("no contact with a leader yet".into()),
+                (Some(_), None) => Primary::No("the leader has not confirmed a quorum yet".into()),
             }
         }
         ServerState::Candidate => Primary::No("election in progress".into()),
         ServerState::Shutdown => Primary::No("shut down".into()),
+    }
+}
+
+/// A follower asks its leader, every heartbeat, how long its quorum stays
+/// confirmed, and extends its own lease accordingly.
+async fn probe_leader_lease(inner: std::sync::Weak<Inner>) {
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let tick = Duration::from_millis(strong.config.heartbeat_ms.max(10));
+        let m = strong.raft.metrics().borrow_watched().clone();
+        let leader = m.current_leader.filter(|l| *l != m.id).and_then(|l| {
+            m.membership_config
+                .membership()
+                .get_node(&l)
+                .map(|n| n.address.clone())
+        });
+        if let Some(address) = leader
+            && let Ok(mut client) = strong.group_client(&address)
+        {
+            let sent_at = tokio::time::Instant::now();
+            let request = StatusRequest {
+                credentials: Some(strong.credentials.to_proto()),
+            };
+            let limit = strong.config.election_timeout_max();
+            if let Ok(Ok(reply)) = tokio::time::timeout(limit, client.status(request)).await {
+                let remaining = Duration::from_millis(reply.into_inner().lease_remaining_ms);
+                if remaining > Duration::ZERO {
+                    strong.lease.extend(sent_at + remaining);
+                }
+            }
+        }
+        drop(strong);
+        tokio::time::sleep(tick).await;
     }
 }
 

@@ -100,13 +100,6 @@ impl RaftService for Services {
         self.admit(request.credentials.as_ref(), false)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode_request(&request.payload)?;
         let result = self.inner.raft.append_entries(rpc).await;
-        if let Ok(
-            openraft::raft::AppendEntriesResponse::Success
-            | openraft::raft::AppendEntriesResponse::PartialSuccess(_),
-        ) = &result
-        {
-            self.inner.contact.touch();
-        }
         encode_reply(&result)
     }
 
@@ -368,6 +361,11 @@ fn status_response(inner: &Inner) -> StatusResponse {
                 applied: if m.node_id == s.node_id { s.applied } else { 0 },
             })
             .collect(),
+        lease_remaining_ms: {
+            let m = inner.raft.metrics().borrow_watched().clone();
+            crate::member::lease_remaining(&m, inner.config.election_timeout_max()).as_millis()
+                as u64
+        },
         cluster_name: identity.cluster_name,
         cluster_uuid: identity
             .cluster_uuid

@@ -8,7 +8,9 @@
 //! refused before it reaches Raft if they do not match.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use openraft::OptionalSend;
 use openraft::errors::{
@@ -225,27 +227,28 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     }
 }
 
-/// When this member last heard from a leader (for primary status).
-#[derive(Debug)]
-pub struct LeaderContact(Mutex<Option<Instant>>);
+/// Until when the leader has confirmed that it holds a quorum (for a
+/// follower's primary status). A follower does not count itself primary just
+/// because a leader talks to it: that leader may itself be cut off from the
+/// majority. It asks the leader for its lease instead (see `member`).
+#[derive(Debug, Default)]
+pub struct LeaderLease(Mutex<Option<Instant>>);
 
-impl LeaderContact {
+impl LeaderLease {
     pub fn new() -> Self {
-        Self(Mutex::new(None))
+        Self::default()
     }
 
-    pub fn touch(&self) {
-        *self.0.lock().expect("contact lock") = Some(Instant::now());
+    /// The leader confirmed a quorum valid until `until`.
+    pub fn extend(&self, until: Instant) {
+        let mut lease = self.0.lock().expect("lease lock");
+        if lease.is_none_or(|current| current < until) {
+            *lease = Some(until);
+        }
     }
 
-    pub fn age(&self) -> Option<Duration> {
-        self.0.lock().expect("contact lock").map(|t| t.elapsed())
-    }
-}
-
-impl Default for LeaderContact {
-    fn default() -> Self {
-        Self::new()
+    pub fn until(&self) -> Option<Instant> {
+        *self.0.lock().expect("lease lock")
     }
 }
 

@@ -38,8 +38,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = MemberNode,
         LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
-        #[allow(deprecated)]
-        AsyncRuntime = openraft::impls::TokioRuntime,
+        AsyncRuntime = crate::runtime::ConsensusRuntime,
 );
 
 pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
