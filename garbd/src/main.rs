@@ -83,13 +83,7 @@ fn print_status(status: &group::MemberStatus) {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    group::init_logging("info,openraft=warn");
     let cli = Cli::parse();
     if cli.status {
         let status = GroupMember::remote_status(

@@ -70,12 +70,7 @@ fn fsync_baseline(dir: &std::path::Path) -> f64 {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    group::init_logging("warn");
     let dir = tempfile::Builder::new()
         .prefix("group-bench-")
         .tempdir_in("/var/tmp")

@@ -43,3 +43,14 @@ pub mod types;
 pub use config::GroupConfig;
 pub use member::{GroupError, GroupMember, MemberInfo, MemberStatus, Primary};
 pub use state_machine::Committed;
+
+/// Log to stderr with `tracing`, filtered by `RUST_LOG` or else `default`
+/// (e.g. `"info,openraft=warn"`). For the binaries built on this crate.
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -375,12 +375,7 @@ impl GroupMember {
 
     /// The leader's address, if another member leads.
     fn known_leader_address(&self) -> Option<String> {
-        let m = self.inner.raft.metrics().borrow_watched().clone();
-        let leader = m.current_leader.filter(|l| *l != m.id)?;
-        m.membership_config
-            .membership()
-            .get_node(&leader)
-            .map(|n| n.address.clone())
+        other_leader_address(&self.inner.raft.metrics().borrow_watched())
     }
 
     async fn forward_propose(&self, address: &str, data: Vec<u8>) -> Result<u64, GroupError> {
@@ -403,22 +398,8 @@ impl GroupMember {
         {
             Ok(read) => Ok(read.index()),
             Err(RaftError::APIError(e)) => {
-                let leader = self.inner.raft.metrics().borrow_watched().current_leader;
-                let membership = self
-                    .inner
-                    .raft
-                    .metrics()
-                    .borrow_watched()
-                    .membership_config
-                    .clone();
-                let address = leader
-                    .filter(|l| *l != self.node_id())
-                    .and_then(|l| {
-                        membership
-                            .membership()
-                            .get_node(&l)
-                            .map(|n| n.address.clone())
-                    })
+                let address = self
+                    .known_leader_address()
                     .ok_or_else(|| GroupError::NotPrimary(e.to_string()))?;
                 let mut client = self.inner.group_client(&address)?;
                 let response = client
@@ -524,6 +505,15 @@ impl GroupMember {
                 _ => GroupError::Transport(s.message().to_string()),
             })
     }
+}
+
+/// The address of the leader, when another member leads.
+pub(crate) fn other_leader_address(m: &openraft::RaftMetrics<TypeConfig>) -> Option<String> {
+    let leader = m.current_leader.filter(|l| *l != m.id)?;
+    m.membership_config
+        .membership()
+        .get_node(&leader)
+        .map(|n| n.address.clone())
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
@@ -667,13 +657,7 @@ async fn probe_leader_lease(inner: std::sync::Weak<Inner>) {
             return;
         };
         let tick = Duration::from_millis(strong.config.heartbeat_ms.max(10));
-        let m = strong.raft.metrics().borrow_watched().clone();
-        let leader = m.current_leader.filter(|l| *l != m.id).and_then(|l| {
-            m.membership_config
-                .membership()
-                .get_node(&l)
-                .map(|n| n.address.clone())
-        });
+        let leader = other_leader_address(&strong.raft.metrics().borrow_watched());
         if let Some(address) = leader
             && let Ok(mut client) = strong.group_client(&address)
         {

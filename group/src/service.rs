@@ -17,7 +17,7 @@ use proto::v1::raft_server::{Raft as RaftService, RaftServer};
 use proto::v1::*;
 use tonic::{Request, Response, Status};
 
-use crate::member::{Inner, Primary, hex, status_of};
+use crate::member::{Inner, Primary, hex, other_leader_address, status_of};
 use crate::transport::{channel, decode_request, encode_reply};
 use crate::types::{MemberNode, Proposal, SnapshotMeta, TypeConfig, Vote};
 
@@ -60,12 +60,7 @@ impl Services {
     }
 
     fn leader_address(&self) -> Option<String> {
-        let m = self.inner.raft.metrics().borrow_watched().clone();
-        let leader = m.current_leader.filter(|l| *l != m.id)?;
-        m.membership_config
-            .membership()
-            .get_node(&leader)
-            .map(|n| n.address.clone())
+        other_leader_address(&self.inner.raft.metrics().borrow_watched())
     }
 
     fn group_client(

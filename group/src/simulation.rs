@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use turmoil::net::{TcpListener, TcpStream};
 
-use crate::member::{Primary, lease_remaining, primary_from_metrics};
+use crate::member::{Primary, lease_remaining, other_leader_address, primary_from_metrics};
 use crate::state_machine::{CommitStream, Committed};
 use crate::types::{Entry, LogId, MemberNode, Proposal, SnapshotMeta, TypeConfig, Vote};
 
@@ -416,13 +416,7 @@ async fn run_member(
         let lease = lease.clone();
         tokio::spawn(async move {
             loop {
-                let m = raft.metrics().borrow_watched().clone();
-                let leader = m.current_leader.filter(|l| *l != m.id).and_then(|l| {
-                    m.membership_config
-                        .membership()
-                        .get_node(&l)
-                        .map(|n| n.address.clone())
-                });
+                let leader = other_leader_address(&raft.metrics().borrow_watched());
                 if let Some(host) = leader {
                     let sent_at = tokio::time::Instant::now();
                     if let Ok(SimReply::Lease(ms)) = call(&host, &SimRequest::Lease, limit).await

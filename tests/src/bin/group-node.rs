@@ -48,13 +48,7 @@ fn emit(value: serde_json::Value) {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    group::init_logging("info,openraft=warn");
     let cli = Cli::parse();
     let mut config = GroupConfig::new(&cli.name, &cli.secret, cli.listen, &cli.data_dir);
     config.arbitrator = cli.arbitrator;
