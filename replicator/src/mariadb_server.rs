@@ -56,6 +56,12 @@ impl ServerConfig {
         self.dir.join("mariadb.sock")
     }
 
+    /// The server's own temporary directory (never the shared `/tmp`,
+    /// where concurrent servers' temporary files could meet).
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+
     pub fn error_log(&self) -> PathBuf {
         self.dir.join("error.log")
     }
@@ -65,10 +71,13 @@ impl ServerConfig {
     /// server can be restarted by hand the same way).
     pub fn command_line(&self) -> Result<CommandLine, ServerError> {
         let program = find_program(&["/usr/sbin/mariadbd", "/usr/bin/mariadbd"])?;
-        let env = vec![(
-            "PATH".to_string(),
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-        )];
+        let env = vec![
+            (
+                "PATH".to_string(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+            ),
+            ("TMPDIR".to_string(), self.tmp_dir().display().to_string()),
+        ];
         Ok(CommandLine {
             program,
             args: self.args(),
@@ -86,6 +95,7 @@ impl ServerConfig {
             format!("--socket={}", self.socket().display()),
             format!("--pid-file={dir}/mariadb.pid"),
             format!("--log-error={}", self.error_log().display()),
+            format!("--tmpdir={}", self.tmp_dir().display()),
             format!("--server-id={}", self.server_id),
             format!("--log-bin={dir}/binlog"),
             "--binlog-format=ROW".into(),
@@ -193,6 +203,9 @@ impl MariadbServer {
         tokio::fs::create_dir_all(&config.dir)
             .await
             .map_err(io(&config.dir))?;
+        tokio::fs::create_dir_all(config.tmp_dir())
+            .await
+            .map_err(io(&config.tmp_dir()))?;
         if !config.data_dir().join("mysql").exists() {
             install_data_dir(&config).await?;
         }
@@ -336,6 +349,7 @@ async fn install_data_dir(config: &ServerConfig) -> Result<(), ServerError> {
             .arg("--auth-root-authentication-method=normal")
             .arg("--skip-test-db")
             .arg("--user=root")
+            .env("TMPDIR", config.tmp_dir())
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output(),
