@@ -105,6 +105,10 @@ pub(crate) struct Inner {
         std::sync::Mutex<std::collections::HashMap<String, GroupClient<tonic::transport::Channel>>>,
     /// Batches proposals this member forwards to the leader.
     pub forwarder: std::sync::OnceLock<Forwarder>,
+    /// When this member last started handing leadership away: quorum
+    /// acknowledgements older than that no longer make it primary (the
+    /// new leader may already be elected).
+    pub transfer_started: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Inner {
@@ -195,6 +199,7 @@ impl GroupMember {
             membership_changes: tokio::sync::Mutex::new(()),
             peers: std::sync::Mutex::new(std::collections::HashMap::new()),
             forwarder: std::sync::OnceLock::new(),
+            transfer_started: std::sync::Mutex::new(None),
         });
         let _ = inner
             .forwarder
@@ -444,9 +449,14 @@ impl GroupMember {
                     }
                 }
                 Err(RaftError::APIError(e)) => {
-                    // Not a voter any more (already removed, or a learner).
-                    tracing::info!(node = me, reason = %e, "leave: nothing to remove");
-                    break;
+                    // Done only if this member really is no voter any more;
+                    // otherwise (a change in progress, an unknown outcome)
+                    // try again until the deadline.
+                    if !self.is_voter() {
+                        tracing::info!(node = me, reason = %e, "leave: not a voter");
+                        break;
+                    }
+                    tracing::debug!(node = me, reason = %e, "leave: retrying");
                 }
                 Err(RaftError::Fatal(e)) => return Err(GroupError::Stopped(e.to_string())),
             }
@@ -464,6 +474,19 @@ impl GroupMember {
         Ok(())
     }
 
+    /// Whether this member is a voter in the membership it knows.
+    fn is_voter(&self) -> bool {
+        let me = self.node_id();
+        self.inner
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == me)
+    }
+
     /// Stop Raft and the RPC server.
     pub async fn shutdown(&self) {
         let _ = self.inner.raft.shutdown().await;
@@ -472,6 +495,8 @@ impl GroupMember {
 
     /// Hand leadership to `node` (no-op unless this member leads).
     pub async fn transfer_leader(&self, node: u64) {
+        *self.inner.transfer_started.lock().expect("transfer lock") =
+            Some(tokio::time::Instant::now());
         if let Err(e) = self.inner.raft.trigger().transfer_leader(node).await {
             tracing::warn!(to = node, error = %e, "leadership transfer not started");
         }
@@ -584,13 +609,28 @@ async fn watch_primary(inner: std::sync::Weak<Inner>) {
 
 fn compute_primary(inner: &Inner) -> Primary {
     let m = inner.raft.metrics().borrow_watched().clone();
-    primary_from_metrics(&m, inner.lease.until(), inner.config.election_timeout_max())
+    primary_from_metrics(
+        &m,
+        inner.lease.until(),
+        transfer_floor(inner),
+        inner.config.election_timeout_max(),
+    )
+}
+
+pub(crate) fn transfer_floor(inner: &Inner) -> Option<tokio::time::Instant> {
+    *inner.transfer_started.lock().expect("transfer lock")
 }
 
 /// How much longer a leader's quorum stays confirmed: `limit` minus the age
 /// of its last quorum acknowledgement; zero for a member that does not lead
 /// or has no recent quorum. A single-voter leader always has a full lease.
-pub(crate) fn lease_remaining(m: &openraft::RaftMetrics<TypeConfig>, limit: Duration) -> Duration {
+/// Acknowledgements from before `transfer_floor` (when this leader started
+/// handing leadership away) do not count: the new leader may already rule.
+pub(crate) fn lease_remaining(
+    m: &openraft::RaftMetrics<TypeConfig>,
+    transfer_floor: Option<tokio::time::Instant>,
+    limit: Duration,
+) -> Duration {
     if m.state != ServerState::Leader {
         return Duration::ZERO;
     }
@@ -598,6 +638,7 @@ pub(crate) fn lease_remaining(m: &openraft::RaftMetrics<TypeConfig>, limit: Dura
         return limit;
     }
     match m.last_quorum_acked.as_ref().map(|t| t.elapsed()) {
+        Some(age) if transfer_floor.is_some_and(|floor| age >= floor.elapsed()) => Duration::ZERO,
         Some(age) => limit.saturating_sub(age),
         None => Duration::ZERO,
     }
@@ -612,15 +653,21 @@ pub(crate) fn lease_remaining(m: &openraft::RaftMetrics<TypeConfig>, limit: Dura
 pub(crate) fn primary_from_metrics(
     m: &openraft::RaftMetrics<TypeConfig>,
     leader_lease: Option<tokio::time::Instant>,
+    transfer_floor: Option<tokio::time::Instant>,
     limit: Duration,
 ) -> Primary {
-    let voters: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
-    if voters.is_empty() {
+    let membership = m.membership_config.membership();
+    if membership.voter_ids().next().is_none() {
         return Primary::No("not a member of any cluster yet".into());
+    }
+    // A member that left or was removed still hears the leader, but is no
+    // longer part of the component.
+    if membership.get_node(&m.id).is_none() {
+        return Primary::No("not in the cluster's membership".into());
     }
     match m.state {
         ServerState::Leader => {
-            if lease_remaining(m, limit) > Duration::ZERO {
+            if lease_remaining(m, transfer_floor, limit) > Duration::ZERO {
                 Primary::Yes
             } else {
                 match m.last_quorum_acked.as_ref().map(|t| t.elapsed()) {
@@ -701,6 +748,7 @@ async fn hand_over_leadership(inner: &Inner) {
             to = target,
             "arbitrator hands leadership to a caught-up data node"
         );
+        *inner.transfer_started.lock().expect("transfer lock") = Some(tokio::time::Instant::now());
         if let Err(e) = inner.raft.trigger().transfer_leader(target).await {
             tracing::warn!(to = target, error = %e, "leadership transfer not started");
         }

@@ -251,7 +251,15 @@ impl Group for Services {
     ) -> Result<Response<StatusResponse>, Status> {
         let request = request.into_inner();
         self.admit(request.credentials.as_ref(), true)?;
-        Ok(Response::new(status_response(&self.inner)))
+        let mut response = status_response(&self.inner);
+        // The lease vouches for a member of this cluster only: a member
+        // that was removed must not stay primary by asking.
+        let asker = request.credentials.as_ref().map_or(0, |c| c.node_id);
+        let m = self.inner.raft.metrics().borrow_watched().clone();
+        if m.membership_config.membership().get_node(&asker).is_none() {
+            response.lease_remaining_ms = 0;
+        }
+        Ok(Response::new(response))
     }
 
     async fn flow_control(
@@ -275,12 +283,20 @@ async fn admit_member(inner: Arc<Inner>, joiner: u64, node: MemberNode) {
     let mut learner_added = false;
     loop {
         let step = if !learner_added {
-            // blocking = true: returns once the learner has the log.
-            inner
-                .raft
-                .add_learner(joiner, node.clone(), true)
-                .await
-                .map(|_| learner_added = true)
+            // blocking = true returns once the learner has the log; a joiner
+            // that dies while catching up must not hold up later joins.
+            let add = inner.raft.add_learner(joiner, node.clone(), true);
+            match tokio::time::timeout_at(deadline, add).await {
+                Ok(result) => result.map(|_| learner_added = true),
+                Err(_) => {
+                    tracing::warn!(joiner, "joiner did not catch up in time; removing it");
+                    let _ = inner
+                        .raft
+                        .change_membership(ChangeMembers::RemoveNodes([joiner].into()), false)
+                        .await;
+                    return;
+                }
+            }
         } else {
             inner
                 .raft
@@ -293,7 +309,11 @@ async fn admit_member(inner: Arc<Inner>, joiner: u64, node: MemberNode) {
                 tracing::info!(joiner, "new member is a voter");
                 return;
             }
-            Ok(()) => continue,
+            Ok(()) if tokio::time::Instant::now() < deadline => continue,
+            Ok(()) => {
+                tracing::warn!(joiner, "could not promote the new member in time");
+                return;
+            }
             Err(RaftError::Fatal(e)) => {
                 tracing::warn!(joiner, error = %e, "leader stopping; the joiner must retry");
                 return;
@@ -358,8 +378,12 @@ fn status_response(inner: &Inner) -> StatusResponse {
             .collect(),
         lease_remaining_ms: {
             let m = inner.raft.metrics().borrow_watched().clone();
-            crate::member::lease_remaining(&m, inner.config.election_timeout_max()).as_millis()
-                as u64
+            crate::member::lease_remaining(
+                &m,
+                crate::member::transfer_floor(inner),
+                inner.config.election_timeout_max(),
+            )
+            .as_millis() as u64
         },
         cluster_name: identity.cluster_name,
         cluster_uuid: identity

@@ -399,7 +399,7 @@ async fn run_member(
         tokio::spawn(async move {
             loop {
                 let m = raft.metrics().borrow_watched().clone();
-                let primary = primary_from_metrics(&m, lease.until(), limit);
+                let primary = primary_from_metrics(&m, lease.until(), None, limit);
                 {
                     let mut o = observed.lock().unwrap();
                     o.state = Some(m.state);
@@ -446,7 +446,7 @@ async fn run_member(
                 SimRequest::Append(r) => SimReply::Append(raft.append_entries(r).await),
                 SimRequest::Lease => {
                     let m = raft.metrics().borrow_watched().clone();
-                    SimReply::Lease(lease_remaining(&m, limit).as_millis() as u64)
+                    SimReply::Lease(lease_remaining(&m, None, limit).as_millis() as u64)
                 }
                 SimRequest::Snapshot(vote, meta) => SimReply::Snapshot(
                     raft.install_full_snapshot(vote, Snapshot { meta, snapshot: () })

@@ -46,6 +46,10 @@ struct Shared {
     meta: Mutex<Meta>,
     /// Callbacks waiting for the next sync.
     pending: Mutex<Option<mpsc::Sender<IOFlushed<TypeConfig>>>>,
+    /// Set by the first failed sync. After a failed fdatasync the kernel may
+    /// have dropped the dirty pages, so a later "successful" sync would
+    /// acknowledge lost data: every later write fails instead.
+    poisoned: std::sync::atomic::AtomicBool,
 }
 
 /// The Raft log of one member. Cheap to clone.
@@ -85,14 +89,21 @@ impl RaftLog {
         }
         let meta = Meta {
             vote: read_json(&dir.join("vote"))?,
-            last_purged: read_json(&dir.join("purged"))?,
+            last_purged: read_json::<LogId>(&dir.join("purged"))?,
         };
+        // A crash between persisting the purge point and deleting the
+        // segments leaves entries the log must not keep: finish the purge.
+        let mut log = log;
+        if let Some(purged) = meta.last_purged {
+            log.purge_through(purged.index).map_err(to_io)?;
+        }
         let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
         let shared = Arc::new(Shared {
             dir,
             log: Mutex::new(log),
             meta: Mutex::new(meta),
             pending: Mutex::new(Some(tx)),
+            poisoned: std::sync::atomic::AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&shared);
         std::thread::Builder::new()
@@ -115,7 +126,19 @@ fn sync_loop(shared: std::sync::Weak<Shared>, rx: mpsc::Receiver<IOFlushed<TypeC
         let Some(shared) = shared.upgrade() else {
             break;
         };
-        let result = shared.log.lock().expect("log lock").sync();
+        let result = if shared.poisoned.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(LogError::Io {
+                path: shared.dir.clone(),
+                source: io::Error::other("an earlier log sync failed"),
+            })
+        } else {
+            shared.log.lock().expect("log lock").sync()
+        };
+        if result.is_err() {
+            shared
+                .poisoned
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         drop(shared);
         match result {
             Ok(()) => batch.into_iter().for_each(|cb| cb.io_completed(Ok(()))),
@@ -133,7 +156,10 @@ fn sync_loop(shared: std::sync::Weak<Shared>, rx: mpsc::Receiver<IOFlushed<TypeC
 fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
     let start = match range.start_bound() {
         Bound::Included(i) => *i,
-        Bound::Excluded(i) => i + 1,
+        Bound::Excluded(i) => match i.checked_add(1) {
+            Some(start) => start,
+            None => return (1, 0),
+        },
         Bound::Unbounded => 0,
     };
     let end = match range.end_bound() {
@@ -271,6 +297,15 @@ impl RaftLogStorage<TypeConfig> for RaftLog {
             .map(|e| postcard::to_stdvec(&e).map(|b| (e.log_id.index, b)))
             .collect::<Result<_, _>>()
             .map_err(io::Error::other)?;
+        if self
+            .shared
+            .poisoned
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(io::Error::other(
+                "an earlier log sync failed; this member must restart",
+            ));
+        }
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
             shared
@@ -321,5 +356,38 @@ impl RaftLogStorage<TypeConfig> for RaftLog {
         })
         .await
         .map_err(join_err)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (review finding): a crash after `purge` persisted its
+    /// purge point beyond the last entry, but before the segments were
+    /// deleted, left entries behind; the next append after the purge point
+    /// then failed as non-consecutive on every restart.
+    #[test]
+    fn open_finishes_an_interrupted_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut store, _) =
+                LogStore::open(dir.path().join("log"), LogStoreOptions::default()).unwrap();
+            let payload = b"x".as_slice();
+            store.append((1..=10u64).map(|i| (i, payload))).unwrap();
+            store.sync().unwrap();
+        }
+        let purged: LogId = openraft::testing::log_id::<TypeConfig>(1, 1, 20);
+        write_json(&dir.path().join("purged"), &purged).unwrap();
+
+        let log = RaftLog::open(dir.path(), LogStoreOptions::default()).unwrap();
+        let mut store = log.shared.log.lock().unwrap();
+        assert_eq!(
+            store.last_index(),
+            None,
+            "stale entries below the purge point are gone"
+        );
+        store.append([(21u64, b"y".as_slice())]).unwrap();
+        store.sync().unwrap();
     }
 }

@@ -255,6 +255,14 @@ impl LogStore {
                 continue;
             }
             if !last.is_empty() && last.next_index() > index {
+                // Make the deletions above durable first: a crash must not
+                // leave a truncated segment followed by a deleted one that
+                // comes back (a gap, which recovery refuses).
+                if self.dir_dirty {
+                    sync_dir(&self.dir)?;
+                    self.dir_dirty = false;
+                }
+                let last = self.segments.last_mut().expect("just seen");
                 last.truncate_from(index)?;
             }
             break;
@@ -271,8 +279,10 @@ impl LogStore {
             return Ok(None);
         }
         while self.segments[0].next_index() - 1 <= index {
-            let segment = self.segments.remove(0);
-            std::fs::remove_file(segment.path()).map_err(io_err(segment.path()))?;
+            // Forget a segment only once its file is gone.
+            let path = self.segments[0].path().to_path_buf();
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+            self.segments.remove(0);
             self.dir_dirty = true;
         }
         self.sync()?;
@@ -281,8 +291,13 @@ impl LogStore {
 
     /// Remove everything, durably.
     pub fn clear(&mut self) -> Result<(), LogError> {
-        for segment in self.segments.drain(..) {
-            std::fs::remove_file(segment.path()).map_err(io_err(segment.path()))?;
+        // Newest first, each forgotten only once its file is gone, so a
+        // failure part-way leaves a consistent prefix on disk and in memory.
+        while let Some(segment) = self.segments.last() {
+            let path = segment.path().to_path_buf();
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+            self.segments.pop();
+            self.dir_dirty = true;
         }
         self.dir_dirty = true;
         self.sync()
