@@ -112,7 +112,14 @@ impl Admission {
                 ours: self.cluster_name.clone(),
             });
         }
-        if c.secret_proof != self.proof {
+        // Constant-time comparison: no timing hint about the secret digest.
+        let same = c.secret_proof.len() == self.proof.len()
+            && c.secret_proof
+                .iter()
+                .zip(&self.proof)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if !same {
             return Err(AdmissionError::WrongSecret {
                 cluster: self.cluster_name.clone(),
             });

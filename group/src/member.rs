@@ -242,7 +242,6 @@ impl GroupMember {
             ));
         }
         let uuid: [u8; 16] = rand::random();
-        self.set_uuid(uuid)?;
         let mut members = BTreeMap::new();
         members.insert(self.node_id(), self.node());
         self.inner
@@ -250,6 +249,8 @@ impl GroupMember {
             .initialize(members)
             .await
             .map_err(|e| GroupError::Refused(format!("bootstrap: {e}")))?;
+        // Only a cluster that exists gets its UUID recorded.
+        self.set_uuid(uuid)?;
         tracing::info!(node = self.node_id(), uuid = %hex(&uuid), "bootstrapped a new cluster");
         Ok(())
     }

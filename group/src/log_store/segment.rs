@@ -129,8 +129,17 @@ impl Segment {
                     // Torn tail only if this is the last segment and no
                     // valid record follows; otherwise acknowledged data
                     // would be silently dropped.
+                    // Cheap index check before the checksum, so a large torn
+                    // record does not make this scan quadratic.
+                    let plausible = |o: usize| {
+                        bytes.get(o + 8..o + 16).is_some_and(|b| {
+                            let index = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+                            index >= expected && index - expected < (bytes.len() as u64)
+                        })
+                    };
                     let later = (at + 1..bytes.len()).find(|&o| {
-                        matches!(parse_at(&bytes, o), Parsed::Record { index, .. } if index >= expected)
+                        plausible(o)
+                            && matches!(parse_at(&bytes, o), Parsed::Record { index, .. } if index >= expected)
                     });
                     if !is_last || later.is_some() {
                         return Err(LogError::Corrupt {
