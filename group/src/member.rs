@@ -477,15 +477,7 @@ impl GroupMember {
 
     /// Whether this member is a voter in the membership it knows.
     fn is_voter(&self) -> bool {
-        let me = self.node_id();
-        self.inner
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .any(|id| id == me)
+        is_voter(&self.inner, self.node_id())
     }
 
     /// Stop Raft and the RPC server.
@@ -531,6 +523,18 @@ impl GroupMember {
                 _ => GroupError::Transport(s.message().to_string()),
             })
     }
+}
+
+/// Whether `node` is a voter in the membership `inner` knows.
+pub(crate) fn is_voter(inner: &Inner, node: u64) -> bool {
+    inner
+        .raft
+        .metrics()
+        .borrow_watched()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .any(|id| id == node)
 }
 
 /// The address of the leader, when another member leads.

@@ -17,7 +17,7 @@ use proto::v1::raft_server::{Raft as RaftService, RaftServer};
 use proto::v1::*;
 use tonic::{Request, Response, Status};
 
-use crate::member::{Inner, Primary, hex, other_leader_address, status_of};
+use crate::member::{Inner, Primary, hex, is_voter, other_leader_address, status_of};
 use crate::transport::{channel, decode_request, encode_reply};
 use crate::types::{MemberNode, Proposal, SnapshotMeta, TypeConfig, Vote};
 
@@ -305,7 +305,7 @@ async fn admit_member(inner: Arc<Inner>, joiner: u64, node: MemberNode) {
                 .map(|_| ())
         };
         match step {
-            Ok(()) if learner_added && step_done_is_voter(&inner, joiner) => {
+            Ok(()) if learner_added && is_voter(&inner, joiner) => {
                 tracing::info!(joiner, "new member is a voter");
                 return;
             }
@@ -328,17 +328,6 @@ async fn admit_member(inner: Arc<Inner>, joiner: u64, node: MemberNode) {
             }
         }
     }
-}
-
-fn step_done_is_voter(inner: &Inner, joiner: u64) -> bool {
-    inner
-        .raft
-        .metrics()
-        .borrow_watched()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .any(|id| id == joiner)
 }
 
 fn status_response(inner: &Inner) -> StatusResponse {
