@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::io;
-use std::ops::{Bound, RangeBounds};
+use std::ops::RangeBounds;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,21 +73,9 @@ impl RaftLogReader<TypeConfig> for MemLog {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
+        let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
         let d = self.0.lock().unwrap();
-        let start = match range.start_bound() {
-            Bound::Included(i) => Bound::Included(*i),
-            Bound::Excluded(i) => Bound::Excluded(*i),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        let end = match range.end_bound() {
-            Bound::Included(i) => Bound::Included(*i),
-            Bound::Excluded(i) => Bound::Excluded(*i),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        Ok(d.entries
-            .range((start, end))
-            .map(|(_, e)| e.clone())
-            .collect())
+        Ok(d.entries.range(bounds).map(|(_, e)| e.clone()).collect())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
