@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use group::{GroupConfig, GroupMember};
+use group::{GroupArgs, GroupConfig, GroupMember};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
@@ -49,13 +49,8 @@ struct Cli {
     /// Print the view of the member at the first `--address` and exit.
     #[arg(long)]
     status: bool,
-    /// Election timeout bounds and heartbeat, in ms (must match the cluster).
-    #[arg(long, default_value_t = 1000)]
-    election_timeout_min_ms: u64,
-    #[arg(long, default_value_t = 2000)]
-    election_timeout_max_ms: u64,
-    #[arg(long, default_value_t = 100)]
-    heartbeat_ms: u64,
+    #[command(flatten)]
+    settings: GroupArgs,
 }
 
 fn print_status(status: &group::MemberStatus) {
@@ -67,6 +62,7 @@ fn print_status(status: &group::MemberStatus) {
         leader = ?status.leader,
         committed = status.committed,
         applied = status.applied,
+        paused_by = ?status.flow_control_paused_by,
         "arbitrator view"
     );
     for m in &status.members {
@@ -90,6 +86,7 @@ async fn main() -> Result<()> {
             &cli.address[0],
             &cli.group,
             &cli.secret,
+            cli.settings.tls().as_ref(),
             Duration::from_secs(5),
         )
         .await
@@ -124,9 +121,7 @@ async fn main() -> Result<()> {
     let mut config = GroupConfig::new(&cli.group, &cli.secret, cli.listen, &cli.data_dir);
     config.advertise = cli.advertise;
     config.arbitrator = true;
-    config.election_timeout_min_ms = cli.election_timeout_min_ms;
-    config.election_timeout_max_ms = cli.election_timeout_max_ms;
-    config.heartbeat_ms = cli.heartbeat_ms;
+    cli.settings.apply(&mut config);
     let (member, mut committed) = GroupMember::start(config, 0).await?;
     // The arbitrator applies nothing.
     tokio::spawn(async move { while committed.recv().await.is_some() {} });

@@ -4,6 +4,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// PEM files for mutual TLS between members: every member presents
+/// `cert` (signed by `ca`, valid for the host part of its advertised
+/// address — an IP SAN for an IP address) and accepts only peers whose
+/// certificate `ca` signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// How a member runs. Timeouts are in milliseconds.
 #[derive(Debug, Clone)]
 pub struct GroupConfig {
@@ -31,6 +42,17 @@ pub struct GroupConfig {
     /// Committed entries kept in the log for members that lag behind (IST);
     /// a member further behind needs a full state transfer. Default 100,000.
     pub retention_entries: u64,
+    /// Bytes of log kept on disk at most (whole segments; the segment being
+    /// written is always kept). Whichever of the two limits is reached first
+    /// bounds the window. Default 1 GiB.
+    pub retention_bytes: u64,
+    /// How often the retention window is enforced. Default 10 s.
+    pub purge_interval_ms: u64,
+    /// A member that asked to pause proposals (flow control) and then falls
+    /// silent stops holding the cluster after this long. Default 2 s.
+    pub flow_control_lease_ms: u64,
+    /// Mutual TLS between members; `None` = plain TCP (trusted network).
+    pub tls: Option<TlsFiles>,
     /// Size at which a log segment file is closed. Default 64 MiB.
     pub segment_bytes: u64,
     /// Deadline for one node-to-node RPC. Default 2 s.
@@ -55,6 +77,10 @@ impl GroupConfig {
             election_timeout_min_ms: 1000,
             election_timeout_max_ms: 2000,
             retention_entries: 100_000,
+            retention_bytes: 1 << 30,
+            purge_interval_ms: 10_000,
+            flow_control_lease_ms: 2000,
+            tls: None,
             segment_bytes: 64 << 20,
             rpc_timeout_ms: 2000,
         }
@@ -70,6 +96,14 @@ impl GroupConfig {
         Duration::from_millis(self.election_timeout_max_ms)
     }
 
+    pub fn purge_interval(&self) -> Duration {
+        Duration::from_millis(self.purge_interval_ms.max(1))
+    }
+
+    pub fn flow_control_lease(&self) -> Duration {
+        Duration::from_millis(self.flow_control_lease_ms.max(1))
+    }
+
     pub fn rpc_timeout(&self) -> Duration {
         Duration::from_millis(self.rpc_timeout_ms)
     }
@@ -81,9 +115,11 @@ impl GroupConfig {
             election_timeout_min: self.election_timeout_min_ms,
             election_timeout_max: self.election_timeout_max_ms,
             enable_pre_vote: Some(true),
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.retention_entries.max(1)),
-            max_in_snapshot_log_to_keep: self.retention_entries,
-            purge_batch_size: 256,
+            // The retention task decides when to take a snapshot (a
+            // position only) and what to purge; openraft does neither alone.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: u64::MAX,
+            purge_batch_size: 1,
             install_snapshot_timeout: self.rpc_timeout_ms,
             ..Default::default()
         }

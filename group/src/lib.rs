@@ -14,25 +14,31 @@
 //!   needed up to seqno N").
 //! - [`types`] — the openraft type configuration; no openraft type leaves
 //!   this crate through the public API.
-//! - [`config`] — settings and their defaults.
+//! - [`config`] — settings and their defaults; [`settings`] — the same as
+//!   command-line flags for the binaries.
 //! - [`identity`] — node id, cluster name and UUID, and admission of
 //!   requests (name, UUID, secret digest).
 //! - `transport` / `service` — node-to-node gRPC: the client side openraft
 //!   uses, and the server that admits requests and hands them to Raft or to
 //!   the member API.
 //! - `forwarder` — batches proposals a follower forwards to the leader.
+//! - `flow_control` — the leader's table of members holding proposals.
+//! - `retention` — what the log may forget (entries, bytes, interval).
 //! - `member` — [`GroupMember`], the public API: start, bootstrap, join,
 //!   propose, read index, leave, primary status, status.
 //!
 //! See `docs/ordered-log.md` for the rules and settings.
 
 pub mod config;
+mod flow_control;
 mod forwarder;
 pub mod identity;
 pub mod log_store;
 mod member;
+mod retention;
 pub mod runtime;
 mod service;
+pub mod settings;
 #[cfg(test)]
 mod simulation;
 pub mod state_machine;
@@ -40,8 +46,9 @@ pub mod storage;
 mod transport;
 pub mod types;
 
-pub use config::GroupConfig;
+pub use config::{GroupConfig, TlsFiles};
 pub use member::{GroupError, GroupMember, MemberInfo, MemberStatus, Primary};
+pub use settings::GroupArgs;
 pub use state_machine::Committed;
 
 /// Log to stderr with `tracing`, filtered by `RUST_LOG` or else `default`

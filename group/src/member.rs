@@ -15,14 +15,15 @@ use proto::v1::group_client::GroupClient;
 use proto::v1::{JoinRequest, LeaveRequest, ReadIndexRequest, StatusRequest};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::GroupConfig;
+use crate::config::{GroupConfig, TlsFiles};
+use crate::flow_control::FlowGate;
 use crate::forwarder::Forwarder;
 use crate::identity::{Admission, Identity, secret_proof};
 use crate::log_store::LogStoreOptions;
 use crate::service::Services;
 use crate::state_machine::{CommitStream, Committed};
 use crate::storage::RaftLog;
-use crate::transport::{Credentials, LeaderLease, PeerNetworkFactory, channel};
+use crate::transport::{Credentials, LeaderLease, PeerNetworkFactory, Security};
 use crate::types::{MemberNode, Proposal, TypeConfig};
 
 pub(crate) type Raft = openraft::Raft<TypeConfig, CommitStream>;
@@ -52,6 +53,8 @@ pub enum GroupError {
         "the proposal may or may not have been committed (leader changed while it was in flight)"
     )]
     Indeterminate,
+    #[error("proposals are held by flow control: members {0:?} are catching up")]
+    FlowControl(Vec<u64>),
     #[error("this member has stopped: {0}")]
     Stopped(String),
     #[error("{0}")]
@@ -74,6 +77,9 @@ pub struct MemberStatus {
     pub applied: u64,
     pub last_log_index: u64,
     pub members: Vec<MemberInfo>,
+    /// Members holding new proposals (flow control), as the leader last
+    /// reported them.
+    pub flow_control_paused_by: Vec<u64>,
 }
 
 /// A member as listed by [`GroupMember::status`].
@@ -109,6 +115,14 @@ pub(crate) struct Inner {
     /// acknowledgements older than that no longer make it primary (the
     /// new leader may already be elected).
     pub transfer_started: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Plain TCP or mutual TLS to the other members.
+    pub security: Security,
+    /// The leader's table of members holding proposals.
+    pub flow: FlowGate,
+    /// Whether this member's consumer asked to hold proposals.
+    pub pause_requested: watch::Sender<bool>,
+    /// Who holds proposals, as the leader last said (a follower's view).
+    pub cluster_paused_by: std::sync::Mutex<Vec<u64>>,
 }
 
 impl Inner {
@@ -122,8 +136,9 @@ impl Inner {
             return Ok(client.clone());
         }
         let client = GroupClient::new(
-            channel(address, self.config.rpc_timeout())
-                .map_err(|e| GroupError::Transport(e.to_string()))?,
+            self.security
+                .channel(address, self.config.rpc_timeout())
+                .map_err(GroupError::Transport)?,
         );
         peers.insert(address.to_string(), client.clone());
         Ok(client)
@@ -157,6 +172,7 @@ impl GroupMember {
         deliver_after: u64,
     ) -> Result<(Self, mpsc::Receiver<Committed>), GroupError> {
         let identity = Identity::load_or_create(&config.data_dir, &config.cluster_name)?;
+        let security = Security::load(config.tls.as_ref()).map_err(GroupError::Refused)?;
         let raft_config = Arc::new(
             config
                 .raft_config()
@@ -180,7 +196,9 @@ impl GroupMember {
         let network = PeerNetworkFactory {
             credentials: credentials.clone(),
             timeout: config.rpc_timeout(),
+            security: security.clone(),
         };
+        let retained_log = log.clone();
         let raft = Raft::new(identity.node_id, raft_config, network, log, sm)
             .await
             .map_err(|e| GroupError::Stopped(e.to_string()))?;
@@ -190,6 +208,7 @@ impl GroupMember {
                 cluster_name: config.cluster_name.clone(),
                 proof,
             },
+            flow: FlowGate::new(config.flow_control_lease()),
             config,
             raft,
             identity: std::sync::Mutex::new(identity),
@@ -200,6 +219,9 @@ impl GroupMember {
             peers: std::sync::Mutex::new(std::collections::HashMap::new()),
             forwarder: std::sync::OnceLock::new(),
             transfer_started: std::sync::Mutex::new(None),
+            security,
+            pause_requested: watch::channel(false).0,
+            cluster_paused_by: std::sync::Mutex::new(Vec::new()),
         });
         let _ = inner
             .forwarder
@@ -212,6 +234,11 @@ impl GroupMember {
         let server = tokio::spawn(Services::serve(inner.clone(), listener));
         tokio::spawn(watch_primary(Arc::downgrade(&inner)));
         tokio::spawn(probe_leader_lease(Arc::downgrade(&inner)));
+        tokio::spawn(report_flow_control(Arc::downgrade(&inner)));
+        tokio::spawn(crate::retention::enforce(
+            Arc::downgrade(&inner),
+            retained_log,
+        ));
         tracing::info!(node = inner.credentials.node_id, listen = %inner.config.listen, "group member started");
         Ok((
             Self {
@@ -285,8 +312,10 @@ impl GroupMember {
         let mut last = String::from("no seed given");
         for seed in seeds {
             let mut client = GroupClient::new(
-                channel(seed, self.inner.config.rpc_timeout())
-                    .map_err(|e| GroupError::Transport(e.to_string()))?,
+                self.inner
+                    .security
+                    .channel(seed, self.inner.config.rpc_timeout())
+                    .map_err(GroupError::Transport)?,
             );
             let request = JoinRequest {
                 credentials: Some(self.inner.credentials.to_proto()),
@@ -312,6 +341,18 @@ impl GroupMember {
             }
         }
         Err(GroupError::Transport(last))
+    }
+
+    /// Flow control: ask the cluster to hold new proposals while `paused`
+    /// (this member's apply queue is too long), and to go on once it is
+    /// false again. The request is renewed every heartbeat while it stands
+    /// and lapses on its own if this member dies.
+    pub fn pause_proposals(&self, paused: bool) {
+        self.inner.pause_requested.send_if_modified(|current| {
+            let changed = *current != paused;
+            *current = paused;
+            changed
+        });
     }
 
     /// The primary-component status, updated as it changes.
@@ -350,6 +391,10 @@ impl GroupMember {
                         tracing::debug!(leader = %address, error = %e, "forwarding a proposal failed; retrying")
                     }
                 }
+            }
+            // A leader holds proposals while flow control asks it to.
+            if let Err(holders) = self.inner.flow.wait_open(deadline.into()).await {
+                return Err(GroupError::FlowControl(holders));
             }
             let leader_address = match self.inner.raft.client_write(Proposal(data.clone())).await {
                 Ok(response) => return Ok(response.log_id.index),
@@ -501,10 +546,14 @@ impl GroupMember {
         address: &str,
         cluster_name: &str,
         secret: &str,
+        tls: Option<&TlsFiles>,
         timeout: Duration,
     ) -> Result<proto::v1::StatusResponse, GroupError> {
+        let security = Security::load(tls).map_err(GroupError::Refused)?;
         let mut client = GroupClient::new(
-            channel(address, timeout).map_err(|e| GroupError::Transport(e.to_string()))?,
+            security
+                .channel(address, timeout)
+                .map_err(GroupError::Transport)?,
         );
         let credentials = proto::v1::ClusterCredentials {
             cluster_name: cluster_name.to_string(),
@@ -579,6 +628,11 @@ pub(crate) fn status_of(inner: &Inner) -> MemberStatus {
         applied: m.last_applied.map_or(0, |l| l.index),
         last_log_index: m.last_log_index.unwrap_or(0),
         members,
+        flow_control_paused_by: if m.state == ServerState::Leader {
+            inner.flow.paused_by().0
+        } else {
+            inner.cluster_paused_by.lock().expect("paused lock").clone()
+        },
     }
 }
 
@@ -701,6 +755,61 @@ pub(crate) fn primary_from_metrics(
     }
 }
 
+/// Send this member's flow-control request to the leader: at once when it
+/// changes, and every heartbeat while it stands (a pause is a lease). A
+/// member that stops leading forgets the pauses it held.
+async fn report_flow_control(inner: std::sync::Weak<Inner>) {
+    let mut requested = match inner.upgrade() {
+        Some(strong) => strong.pause_requested.subscribe(),
+        None => return,
+    };
+    let mut was_leader = false;
+    // The last request the leader took: a resume is sent until taken once.
+    let mut taken: Option<bool> = None;
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let tick = Duration::from_millis(strong.config.heartbeat_ms.max(10));
+        let m = strong.raft.metrics().borrow_watched().clone();
+        let leader = m.state == ServerState::Leader;
+        if was_leader && !leader {
+            strong.flow.clear();
+        }
+        was_leader = leader;
+        let pause = *requested.borrow_and_update();
+        let me = strong.credentials.node_id;
+        if leader {
+            if pause {
+                strong.flow.pause(me);
+            } else {
+                strong.flow.resume(me);
+            }
+        } else if (pause || taken != Some(false))
+            && let Some(address) = other_leader_address(&m)
+            && let Ok(mut client) = strong.group_client(&address)
+        {
+            let request = proto::v1::FlowControlRequest {
+                credentials: Some(strong.credentials.to_proto()),
+                pause,
+            };
+            match tokio::time::timeout(tick * 4, client.flow_control(request)).await {
+                Ok(Ok(_)) => taken = Some(pause),
+                Ok(Err(status)) => {
+                    taken = None;
+                    tracing::debug!(node = me, error = %status.message(), "flow control request not taken");
+                }
+                Err(_) => taken = None,
+            }
+        }
+        drop(strong);
+        tokio::select! {
+            _ = requested.changed() => {}
+            _ = tokio::time::sleep(tick) => {}
+        }
+    }
+}
+
 /// A follower asks its leader, every heartbeat, how long its quorum stays
 /// confirmed, and extends its own lease accordingly.
 async fn probe_leader_lease(inner: std::sync::Weak<Inner>) {
@@ -719,7 +828,10 @@ async fn probe_leader_lease(inner: std::sync::Weak<Inner>) {
             };
             let limit = strong.config.election_timeout_max();
             if let Ok(Ok(reply)) = tokio::time::timeout(limit, client.status(request)).await {
-                let remaining = Duration::from_millis(reply.into_inner().lease_remaining_ms);
+                let reply = reply.into_inner();
+                *strong.cluster_paused_by.lock().expect("paused lock") =
+                    reply.flow_control_paused_by;
+                let remaining = Duration::from_millis(reply.lease_remaining_ms);
                 if remaining > Duration::ZERO {
                     strong.lease.extend(sent_at + remaining);
                 }

@@ -18,7 +18,7 @@ use proto::v1::*;
 use tonic::{Request, Response, Status};
 
 use crate::member::{Inner, Primary, hex, is_voter, other_leader_address, status_of};
-use crate::transport::{channel, decode_request, encode_reply};
+use crate::transport::{decode_request, encode_reply};
 use crate::types::{MemberNode, Proposal, SnapshotMeta, TypeConfig, Vote};
 
 /// Both gRPC services of a member.
@@ -29,10 +29,20 @@ pub(crate) struct Services {
 
 impl Services {
     pub async fn serve(inner: Arc<Inner>, listener: tokio::net::TcpListener) {
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = inner.security.server_tls() {
+            builder = match builder.tls_config(tls) {
+                Ok(builder) => builder,
+                Err(e) => {
+                    tracing::error!(error = %e, "invalid TLS settings; node-to-node RPC server not started");
+                    return;
+                }
+            };
+        }
         let services = Services { inner };
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let result = tonic::transport::Server::builder()
+        let result = builder
             .add_service(RaftServer::new(services.clone()).max_decoding_message_size(512 << 20))
             .add_service(GroupServer::new(services).max_decoding_message_size(512 << 20))
             .serve_with_incoming(incoming)
@@ -67,9 +77,11 @@ impl Services {
         &self,
         address: &str,
     ) -> Result<GroupClient<tonic::transport::Channel>, Status> {
-        channel(address, self.inner.config.rpc_timeout())
+        self.inner
+            .security
+            .channel(address, self.inner.config.rpc_timeout())
             .map(GroupClient::new)
-            .map_err(|e| Status::unavailable(e.to_string()))
+            .map_err(Status::unavailable)
     }
 }
 
@@ -136,6 +148,14 @@ impl Group for Services {
         self.admit(request.credentials.as_ref(), false)?;
         if let Primary::No(reason) = &*self.inner.primary.borrow() {
             return Err(Status::unavailable(format!("not primary: {reason}")));
+        }
+        // Held by flow control for at most half the proposer's RPC deadline;
+        // the proposer retries until its own.
+        let hold = tokio::time::Instant::now() + self.inner.config.rpc_timeout() / 2;
+        if let Err(holders) = self.inner.flow.wait_open(hold).await {
+            return Err(Status::unavailable(format!(
+                "proposals are held by flow control: members {holders:?} are catching up"
+            )));
         }
         // The whole batch goes to Raft at once (one append, one fsync).
         let mut results = self
@@ -268,9 +288,25 @@ impl Group for Services {
     ) -> Result<Response<FlowControlResponse>, Status> {
         let request = request.into_inner();
         self.admit(request.credentials.as_ref(), false)?;
-        Err(Status::unimplemented(
-            "flow control is not implemented by this version; proposals are never paused",
-        ))
+        let node = request.credentials.as_ref().map_or(0, |c| c.node_id);
+        if !self.inner.raft.is_leader() {
+            return Err(Status::failed_precondition(format!(
+                "not the leader; leader: {}",
+                self.leader_address().unwrap_or_default()
+            )));
+        }
+        let m = self.inner.raft.metrics().borrow_watched().clone();
+        if m.membership_config.membership().get_node(&node).is_none() {
+            return Err(Status::permission_denied(format!(
+                "node {node} is not a member and cannot hold proposals"
+            )));
+        }
+        if request.pause {
+            self.inner.flow.pause(node);
+        } else {
+            self.inner.flow.resume(node);
+        }
+        Ok(Response::new(FlowControlResponse {}))
     }
 }
 
@@ -374,6 +410,7 @@ fn status_response(inner: &Inner) -> StatusResponse {
             )
             .as_millis() as u64
         },
+        flow_control_paused_by: s.flow_control_paused_by.clone(),
         cluster_name: identity.cluster_name,
         cluster_uuid: identity
             .cluster_uuid

@@ -112,6 +112,15 @@ impl RaftLog {
         Ok(Self { shared })
     }
 
+    /// See [`LogStore::purge_point_for_bytes`].
+    pub fn purge_point_for_bytes(&self, max_bytes: u64) -> Option<u64> {
+        self.shared
+            .log
+            .lock()
+            .expect("log lock")
+            .purge_point_for_bytes(max_bytes)
+    }
+
     pub fn dir(&self) -> &Path {
         &self.shared.dir
     }

@@ -26,8 +26,11 @@ use proto::v1::raft_client::RaftClient;
 use proto::v1::{ClusterCredentials, RaftRequest, RaftResponse};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{
+    Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig,
+};
 
+use crate::config::TlsFiles;
 use crate::types::{MemberNode, SnapshotMeta, TypeConfig, Vote};
 
 /// The credentials this member presents; the UUID is filled in once known.
@@ -55,19 +58,105 @@ impl Credentials {
     }
 }
 
-/// A lazily connected channel to `address` with this member's timeouts.
-pub fn channel(address: &str, timeout: Duration) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{address}"))?
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .tcp_nodelay(true)
-        .connect_lazy())
+/// How members reach each other: plain TCP, or mutual TLS with
+/// certificates signed by the cluster's CA. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Security {
+    tls: Option<Arc<LoadedTls>>,
+}
+
+struct LoadedTls {
+    ca: Certificate,
+    identity: Identity,
+}
+
+impl Security {
+    /// Read the PEM files; a missing or unreadable file is an error that
+    /// names it (the member does not start half-secured).
+    pub fn load(files: Option<&TlsFiles>) -> Result<Self, String> {
+        let Some(files) = files else {
+            return Ok(Self::default());
+        };
+        let read = |path: &std::path::Path, what: &str| {
+            std::fs::read(path).map_err(|e| format!("TLS {what} file {}: {e}", path.display()))
+        };
+        let ca = read(&files.ca, "CA")?;
+        let cert = read(&files.cert, "certificate")?;
+        let key = read(&files.key, "key")?;
+        for (bytes, what, path) in [
+            (&ca, "CERTIFICATE", &files.ca),
+            (&cert, "CERTIFICATE", &files.cert),
+            (&key, "PRIVATE KEY", &files.key),
+        ] {
+            if !String::from_utf8_lossy(bytes).contains(&format!("{what}-----")) {
+                return Err(format!(
+                    "TLS file {} holds no PEM {}",
+                    path.display(),
+                    what.to_lowercase()
+                ));
+            }
+        }
+        let security = Self {
+            tls: Some(Arc::new(LoadedTls {
+                ca: Certificate::from_pem(ca),
+                identity: Identity::from_pem(cert, key),
+            })),
+        };
+        // Parse now, so that bad files stop the member at start.
+        if let Some(server) = security.server_tls() {
+            tonic::transport::Server::builder()
+                .tls_config(server)
+                .map_err(|e| {
+                    format!(
+                        "TLS files {}, {}: {e}",
+                        files.cert.display(),
+                        files.key.display()
+                    )
+                })?;
+        }
+        Ok(security)
+    }
+
+    /// A lazily connected channel to `address` (`host:port`) with the given
+    /// timeouts; with TLS, the peer must present a certificate for `host`
+    /// signed by the cluster CA.
+    pub fn channel(&self, address: &str, timeout: Duration) -> Result<Channel, String> {
+        let bad = |e: tonic::transport::Error| format!("cannot reach {address}: {e}");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
+            .map_err(bad)?
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(
+                    ClientTlsConfig::new()
+                        .ca_certificate(tls.ca.clone())
+                        .identity(tls.identity.clone())
+                        .timeout(timeout),
+                )
+                .map_err(bad)?;
+        }
+        Ok(endpoint.connect_lazy())
+    }
+
+    /// The server side: present our certificate, require a client
+    /// certificate signed by the cluster CA.
+    pub fn server_tls(&self) -> Option<ServerTlsConfig> {
+        self.tls.as_ref().map(|tls| {
+            ServerTlsConfig::new()
+                .identity(tls.identity.clone())
+                .client_ca_root(tls.ca.clone())
+        })
+    }
 }
 
 /// Makes a [`PeerClient`] for each peer openraft talks to.
 pub struct PeerNetworkFactory {
     pub credentials: Arc<Credentials>,
     pub timeout: Duration,
+    pub security: Security,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
@@ -79,6 +168,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
             address: node.address.clone(),
             credentials: self.credentials.clone(),
             timeout: self.timeout,
+            security: self.security.clone(),
             client: None,
         }
     }
@@ -90,6 +180,7 @@ pub struct PeerClient {
     address: String,
     credentials: Arc<Credentials>,
     timeout: Duration,
+    security: Security,
     client: Option<RaftClient<Channel>>,
 }
 
@@ -117,8 +208,10 @@ enum Rpc {
 impl PeerClient {
     fn client(&mut self) -> Result<RaftClient<Channel>, TransportError> {
         if self.client.is_none() {
-            let channel = channel(&self.address, self.timeout)
-                .map_err(|e| TransportError(format!("bad address {}: {e}", self.address)))?;
+            let channel = self
+                .security
+                .channel(&self.address, self.timeout)
+                .map_err(TransportError)?;
             self.client = Some(RaftClient::new(channel));
         }
         Ok(self.client.clone().expect("just set"))

@@ -14,6 +14,9 @@ use tokio::sync::Notify;
 
 pub const SECRET: &str = "test-secret";
 
+/// How long the cluster helpers wait for members to come up.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// How a node joins when it starts.
 #[derive(Debug, Clone)]
 pub enum Start {
@@ -46,6 +49,17 @@ impl GroupNode {
         cmd.args(["--name", cluster, "--secret", SECRET, "--listen", address])
             .arg("--data-dir")
             .arg(data_dir)
+            // Fast timing for tests; `extra` may override any of it.
+            .args([
+                "--heartbeat-ms",
+                "50",
+                "--election-timeout-min-ms",
+                "300",
+                "--election-timeout-max-ms",
+                "600",
+                "--rpc-timeout-ms",
+                "1000",
+            ])
             .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -96,6 +110,11 @@ impl GroupNode {
         })
         .await;
         node
+    }
+
+    /// Whether an event matching `pred` has been seen so far.
+    pub fn seen(&self, pred: impl Fn(&Value) -> bool) -> bool {
+        self.events.lock().unwrap().iter().any(pred)
     }
 
     /// Wait until an event matching `pred` has been seen (at any time since
@@ -269,4 +288,55 @@ impl GroupNode {
             self.name
         );
     }
+}
+
+/// A fresh loopback host for each member of each test, so parallel tests
+/// never share an address.
+pub fn addresses(n: usize) -> Vec<String> {
+    let port = crate::ports::free_port();
+    // The port block is unique to this process; hosts 127.0.0.2… are free
+    // to reuse with it.
+    (0..n)
+        .map(|i| format!("127.0.0.{}:{port}", 2 + i))
+        .collect()
+}
+
+/// Start `n` members of a new cluster `name` (the first bootstraps, the
+/// others join it), each with the extra flags `extra`, and wait until all
+/// are voters and primary.
+pub async fn cluster(
+    dir: &std::path::Path,
+    name: &str,
+    n: usize,
+    extra: &[&str],
+) -> (Vec<String>, Vec<GroupNode>) {
+    let addrs = addresses(n);
+    let mut nodes =
+        vec![GroupNode::start(name, &addrs[0], &dir.join("n0"), Start::Bootstrap, extra).await];
+    nodes[0].wait_primary(true, SETUP_TIMEOUT).await;
+    for (i, addr) in addrs.iter().enumerate().skip(1) {
+        let node = GroupNode::start(
+            name,
+            addr,
+            &dir.join(format!("n{i}")),
+            Start::Join(vec![addrs[0].clone()]),
+            extra,
+        )
+        .await;
+        nodes.push(node);
+    }
+    // Every member is a voter and primary.
+    for node in &nodes {
+        node.wait_primary(true, SETUP_TIMEOUT).await;
+    }
+    wait_voters(&mut nodes[0], n).await;
+    (addrs, nodes)
+}
+
+/// Wait until `node` sees `n` voters.
+pub async fn wait_voters(node: &mut GroupNode, n: usize) {
+    node.wait_status(&format!("{n} voters"), SETUP_TIMEOUT, |s| {
+        s["voters"].as_array().is_some_and(|v| v.len() == n)
+    })
+    .await;
 }

@@ -5,51 +5,13 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use e2e::group_node::{GroupNode, SECRET, Start};
-
-const T: Duration = Duration::from_secs(20);
-
-/// A fresh loopback host for each member of each test, so parallel tests
-/// never share an address.
-fn addresses(n: usize) -> Vec<String> {
-    let port = e2e::ports::free_port();
-    // The port block is unique to this process; hosts 127.0.0.2… are free
-    // to reuse with it.
-    (0..n)
-        .map(|i| format!("127.0.0.{}:{port}", 2 + i))
-        .collect()
-}
+use e2e::group_node::{GroupNode, SECRET, Start, addresses, wait_voters};
 
 async fn cluster(dir: &std::path::Path, name: &str, n: usize) -> (Vec<String>, Vec<GroupNode>) {
-    let addrs = addresses(n);
-    let mut nodes =
-        vec![GroupNode::start(name, &addrs[0], &dir.join("n0"), Start::Bootstrap, &[]).await];
-    nodes[0].wait_primary(true, T).await;
-    for (i, addr) in addrs.iter().enumerate().skip(1) {
-        let node = GroupNode::start(
-            name,
-            addr,
-            &dir.join(format!("n{i}")),
-            Start::Join(vec![addrs[0].clone()]),
-            &[],
-        )
-        .await;
-        nodes.push(node);
-    }
-    // Every member is a voter and primary.
-    for node in &nodes {
-        node.wait_primary(true, T).await;
-    }
-    wait_voters(&mut nodes[0], n).await;
-    (addrs, nodes)
+    e2e::group_node::cluster(dir, name, n, &[]).await
 }
 
-async fn wait_voters(node: &mut GroupNode, n: usize) {
-    node.wait_status(&format!("{n} voters"), T, |s| {
-        s["voters"].as_array().is_some_and(|v| v.len() == n)
-    })
-    .await;
-}
+const T: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t10_leader_crash_loses_no_acknowledged_entry() {

@@ -333,6 +333,23 @@ impl LogStore {
         Ok(out)
     }
 
+    /// The last index of the newest segment that does not fit in
+    /// `max_bytes` together with every newer segment: purging through it
+    /// keeps the log within `max_bytes` (the newest segment with entries
+    /// always stays). `None` when everything fits.
+    pub fn purge_point_for_bytes(&self, max_bytes: u64) -> Option<u64> {
+        let mut kept = 0u64;
+        let mut newest_with_entries = true;
+        for segment in self.segments.iter().rev().filter(|s| !s.is_empty()) {
+            if !newest_with_entries && kept + segment.len_bytes() > max_bytes {
+                return Some(segment.next_index() - 1);
+            }
+            newest_with_entries = false;
+            kept += segment.len_bytes();
+        }
+        None
+    }
+
     /// Total bytes of all segment files.
     pub fn disk_bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.len_bytes()).sum()

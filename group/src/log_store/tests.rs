@@ -111,6 +111,34 @@ fn purge_deletes_whole_segments_only() {
 }
 
 #[test]
+fn the_bytes_window_keeps_the_newest_segments_within_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = LogStore::open(dir.path(), small()).unwrap();
+    append_range(&mut store, 1..=60);
+    let total = store.disk_bytes();
+    assert_eq!(store.purge_point_for_bytes(total), None, "everything fits");
+    let limit = total / 2;
+    let point = store.purge_point_for_bytes(limit).unwrap();
+    store.purge_through(point).unwrap();
+    assert!(
+        store.disk_bytes() <= limit,
+        "{} > {limit}",
+        store.disk_bytes()
+    );
+    assert_holds(&store, point + 1..=60);
+    assert_eq!(
+        store.purge_point_for_bytes(store.disk_bytes()),
+        None,
+        "what was kept fits"
+    );
+    // A limit smaller than one segment still keeps the one being written.
+    let point = store.purge_point_for_bytes(1).unwrap();
+    store.purge_through(point).unwrap();
+    assert_eq!(store.last_index(), Some(60));
+    assert_eq!(store.purge_point_for_bytes(1), None);
+}
+
+#[test]
 fn purging_everything_lets_the_log_restart_at_any_index() {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, _) = LogStore::open(dir.path(), small()).unwrap();

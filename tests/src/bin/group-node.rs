@@ -3,9 +3,9 @@
 //! multi-process tests can kill it with SIGKILL like any real node.
 //!
 //! `group-node --name N --secret S --listen ADDR --data-dir DIR
-//!             [--bootstrap | --join ADDR,…] [--arbitrator]`
+//!             [--bootstrap | --join ADDR,…] [--arbitrator] [group flags]`
 //!
-//! stdin: `propose <id>` | `status` | `leave`
+//! stdin: `propose <id>` | `status` | `pause` | `resume` | `leave`
 //! stdout: `{"event":"committed","seqno":…,"id":…}`,
 //!         `{"event":"proposed","id":…,"seqno":…}`,
 //!         `{"event":"propose_failed","id":…,"error":…}`,
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Parser;
-use group::{Committed, GroupConfig, GroupMember, Primary};
+use group::{Committed, GroupArgs, GroupConfig, GroupMember, Primary};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::signal::unix::{SignalKind, signal};
@@ -40,6 +40,13 @@ struct Cli {
     join: Vec<String>,
     #[arg(long)]
     arbitrator: bool,
+    /// Act like a consumer that keeps its position: remember the last
+    /// delivered seqno in DATA_DIR/consumer-position and ask only for what
+    /// follows it on restart (as the replicator does).
+    #[arg(long)]
+    keep_position: bool,
+    #[command(flatten)]
+    settings: GroupArgs,
 }
 
 fn emit(value: serde_json::Value) {
@@ -52,21 +59,35 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     let mut config = GroupConfig::new(&cli.name, &cli.secret, cli.listen, &cli.data_dir);
     config.arbitrator = cli.arbitrator;
-    config.heartbeat_ms = 50;
-    config.election_timeout_min_ms = 300;
-    config.election_timeout_max_ms = 600;
-    config.rpc_timeout_ms = 1000;
-    let (member, mut committed) = GroupMember::start(config, 0).await?;
+    cli.settings.apply(&mut config);
+    let position_file = cli
+        .keep_position
+        .then(|| cli.data_dir.join("consumer-position"));
+    let position: u64 = match &position_file {
+        Some(path) => std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0),
+        None => 0,
+    };
+    let (member, mut committed) = GroupMember::start(config, position).await?;
     tokio::spawn(async move {
         while let Some(item) = committed.recv().await {
-            match item {
-                Committed::Entry { seqno, data } => emit(
+            let (seqno, event) = match item {
+                Committed::Entry { seqno, data } => (
+                    seqno,
                     json!({"event": "committed", "seqno": seqno, "id": String::from_utf8_lossy(&data)}),
                 ),
                 Committed::SnapshotInstalled { seqno } => {
-                    emit(json!({"event": "snapshot", "seqno": seqno}))
+                    (seqno, json!({"event": "snapshot", "seqno": seqno}))
                 }
+            };
+            // The position is kept before the entry is reported, as a real
+            // consumer commits before it acknowledges.
+            if let Some(path) = &position_file {
+                std::fs::write(path, seqno.to_string()).expect("write the consumer position");
             }
+            emit(event);
         }
     });
     let mut primary = member.primary();
@@ -116,8 +137,11 @@ async fn main() -> Result<()> {
                             "leader": s.leader, "committed": s.committed, "applied": s.applied,
                             "primary": s.primary.is_primary(),
                             "voters": s.members.iter().filter(|m| m.voter).map(|m| m.node_id).collect::<Vec<_>>(),
+                            "paused_by": s.flow_control_paused_by,
                         }));
                     }
+                    ["pause"] => member.pause_proposals(true),
+                    ["resume"] => member.pause_proposals(false),
                     ["leave"] => break,
                     _ => emit(json!({"event": "error", "error": format!("unknown command {line:?}")})),
                 }
