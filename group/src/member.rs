@@ -172,7 +172,9 @@ impl GroupMember {
         deliver_after: u64,
     ) -> Result<(Self, mpsc::Receiver<Committed>), GroupError> {
         let identity = Identity::load_or_create(&config.data_dir, &config.cluster_name)?;
-        let security = Security::load(config.tls.as_ref()).map_err(GroupError::Refused)?;
+        let security = Security::load(config.tls.as_ref())
+            .map_err(GroupError::Refused)?
+            .bound_to(config.listen);
         let raft_config = Arc::new(
             config
                 .raft_config()

@@ -63,6 +63,10 @@ impl Credentials {
 #[derive(Clone, Default)]
 pub struct Security {
     tls: Option<Arc<LoadedTls>>,
+    /// Outgoing connections leave from this address (the member's own
+    /// listen address), so that a member is one host on the network —
+    /// which firewall rules and partitions rely on.
+    local: Option<std::net::IpAddr>,
 }
 
 struct LoadedTls {
@@ -101,6 +105,7 @@ impl Security {
                 ca: Certificate::from_pem(ca),
                 identity: Identity::from_pem(cert, key),
             })),
+            local: None,
         };
         // Parse now, so that bad files stop the member at start.
         if let Some(server) = security.server_tls() {
@@ -117,6 +122,12 @@ impl Security {
         Ok(security)
     }
 
+    /// Connect from `listen`'s address (unless it is the wildcard).
+    pub fn bound_to(mut self, listen: std::net::SocketAddr) -> Self {
+        self.local = Some(listen.ip()).filter(|ip| !ip.is_unspecified());
+        self
+    }
+
     /// A lazily connected channel to `address` (`host:port`) with the given
     /// timeouts; with TLS, the peer must present a certificate for `host`
     /// signed by the cluster CA.
@@ -127,7 +138,8 @@ impl Security {
             .map_err(bad)?
             .connect_timeout(timeout)
             .timeout(timeout)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .local_address(self.local);
         if let Some(tls) = &self.tls {
             endpoint = endpoint
                 .tls_config(

@@ -14,6 +14,7 @@
 //!   tables the key encoder uses, from a real server.
 
 pub mod group_node;
+pub mod partition;
 
 use std::ops::{Deref, DerefMut};
 

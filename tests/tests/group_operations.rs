@@ -356,3 +356,60 @@ async fn t90_members_talk_mutual_tls_and_refuse_others() {
     wait_voters(&mut nodes[0], 3).await;
     nodes[2].propose("still-tls", T).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t95_a_partitioned_leader_steps_out_and_the_majority_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addrs, mut nodes) = cluster(dir.path(), "t95", 3, &[]).await;
+    let seqno = nodes[0].propose("before", T).await.unwrap();
+    // The partition cuts off whoever leads now.
+    let mut leader = None;
+    for (i, node) in nodes.iter_mut().enumerate() {
+        if node.status().await["role"] == "leader" {
+            leader = Some(i);
+        }
+    }
+    let cut = leader.expect("a leader");
+    let (host, port) = addrs[cut].split_once(':').unwrap();
+    let partition = e2e::partition::Partition::isolate(host, port.parse().unwrap());
+
+    // The cut-off leader stops being primary (no quorum acknowledgement),
+    // and refuses proposals; the majority elects a new leader and commits.
+    nodes[cut].wait_primary(false, T).await;
+    let others: Vec<usize> = (0..3).filter(|i| *i != cut).collect();
+    let during = nodes[others[0]].propose("during", T).await.unwrap();
+    assert!(during > seqno);
+    nodes[others[1]].wait_committed("during", T).await;
+    let refused = nodes[cut].propose("minority", Duration::from_secs(8)).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("not in the primary component")),
+        "a minority member accepted a proposal: {refused:?}"
+    );
+    assert!(
+        !nodes[cut].committed().values().any(|id| id == "during"),
+        "the minority saw the majority's entry through the partition"
+    );
+
+    // Heal: the old leader rejoins as a follower and catches up, in order.
+    drop(partition);
+    nodes[cut].wait_primary(true, T).await;
+    assert_eq!(nodes[cut].wait_committed("during", T).await, during);
+    let after = nodes[cut].propose("after", T).await.unwrap();
+    for node in &nodes {
+        assert_eq!(node.wait_committed("after", T).await, after);
+    }
+    let reference = nodes[others[0]].committed();
+    for node in &nodes {
+        assert_eq!(
+            node.committed(),
+            reference,
+            "every member holds the same log"
+        );
+    }
+    assert!(
+        !reference.values().any(|id| id == "minority"),
+        "the refused proposal never committed"
+    );
+}
