@@ -17,11 +17,14 @@
 //! - [`local_cluster`] — `replicator cluster`: starts a local cluster of
 //!   managed servers and writes `cluster.json`.
 //!
-//! Still to come (see the issues): `proxy`, `capture`, `apply`, `node`,
-//! `admin`.
+//! - [`proxy`] — the MySQL proxy clients connect to: framing, pass-through
+//!   authentication, response tracking, statement classification.
+//!
+//! Still to come (see the issues): `capture`, `apply`, `node`, `admin`.
 
 pub mod certify;
 pub mod keys;
 pub mod local_cluster;
 pub mod mariadb_server;
+pub mod proxy;
 pub mod writeset;

@@ -106,6 +106,9 @@ impl ServerConfig {
             format!("--innodb-buffer-pool-size={}", self.buffer_pool_size),
             "--character-set-server=utf8mb4".into(),
             "--skip-name-resolve".into(),
+            // Write-sets of large transactions are applied as one BINLOG
+            // statement; rows bigger than one 16 MiB packet must pass.
+            "--max-allowed-packet=1G".into(),
             "--user=root".into(),
         ];
         if self.port == 0 {

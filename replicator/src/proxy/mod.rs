@@ -1,0 +1,157 @@
+//! The MySQL proxy: clients connect here with any MySQL/MariaDB client;
+//! each client gets its own connection to the local MariaDB, authenticated
+//! by the server itself (pass-through), and its statements are relayed.
+//!
+//! - [`packet`] — wire framing (4-byte headers, continuation, size limit).
+//! - [`wire`] — flags, length-encoded integers, OK / ERR / EOF packets.
+//! - [`handshake`] — relaying the greeting and authentication.
+//! - [`response`] — the response state machine (when a response ends).
+//! - [`session`] — one session's two connections and relaying.
+//! - [`classify`] — lexer-level statement classification and splitting.
+//!
+//! Knows nothing of Raft or of the cluster.
+
+pub mod classify;
+pub mod handshake;
+pub mod packet;
+pub mod response;
+pub mod session;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream, UnixStream};
+
+use packet::ProtocolError;
+use session::{BoxRead, BoxWrite, Relay, Wire, expect_for};
+use wire::com;
+
+/// Where the local MariaDB listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl Backend {
+    /// Open a connection, within `timeout`.
+    pub async fn connect(&self, timeout: Duration) -> std::io::Result<(BoxRead, BoxWrite)> {
+        let connect = async {
+            Ok::<_, std::io::Error>(match self {
+                Backend::Unix(path) => {
+                    let (r, w) = UnixStream::connect(path).await?.into_split();
+                    (Box::new(r) as BoxRead, Box::new(w) as BoxWrite)
+                }
+                Backend::Tcp(address) => {
+                    let stream = TcpStream::connect(address).await?;
+                    stream.set_nodelay(true)?;
+                    let (r, w) = stream.into_split();
+                    (Box::new(r) as BoxRead, Box::new(w) as BoxWrite)
+                }
+            })
+        };
+        tokio::time::timeout(timeout, connect).await.map_err(|_| {
+            std::io::Error::other(format!("no answer from MariaDB within {timeout:?}"))
+        })?
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Unix(p) => write!(f, "unix:{}", p.display()),
+            Backend::Tcp(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// Settings of the proxy.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub backend: Backend,
+    /// Largest packet accepted from either side.
+    pub max_packet: usize,
+    pub connect_timeout: Duration,
+}
+
+/// Accept clients on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, config: ProxyConfig) {
+    let config = Arc::new(config);
+    let ids = AtomicU64::new(1);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a client failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let config = config.clone();
+        tokio::spawn(async move {
+            match client_session(stream, peer, &config).await {
+                Ok(()) => tracing::debug!(session = id, %peer, "client disconnected"),
+                Err(e) => tracing::info!(session = id, %peer, error = %e, "client session ended"),
+            }
+        });
+    }
+}
+
+async fn client_session(
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: &ProxyConfig,
+) -> Result<(), ProtocolError> {
+    let (r, w) = stream.into_split();
+    let client = (Box::new(r) as BoxRead, Box::new(w) as BoxWrite);
+    let server = match config.backend.connect(config.connect_timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%peer, backend = %config.backend, error = %e, "cannot reach the local MariaDB");
+            return Err(e.into());
+        }
+    };
+    let mut wire = Wire::open(client, server, config.max_packet).await?;
+    relay_commands(&mut wire).await
+}
+
+/// The command loop: every command is relayed as it is.
+async fn relay_commands(wire: &mut Wire) -> Result<(), ProtocolError> {
+    while let Some(command) = wire.next_command().await? {
+        let Some(&code) = command.payload.first() else {
+            wire.error_to_client(1047, "08S01", "empty command packet")
+                .await?;
+            continue;
+        };
+        if code == com::QUIT {
+            wire.send_only(&command.payload).await?;
+            return Ok(());
+        }
+        if code == com::CHANGE_USER {
+            wire.change_user(&command.payload).await?;
+            continue;
+        }
+        match expect_for(code) {
+            Err(why) => wire.error_to_client(1047, "08S01", why).await?,
+            Ok(None) => wire.send_only(&command.payload).await?,
+            Ok(Some(expect)) => {
+                wire.run(
+                    &command.payload,
+                    expect,
+                    Relay {
+                        to_client: true,
+                        ..Relay::default()
+                    },
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,303 @@
+//! One client session: the command loop between a client and its own
+//! backend connection to the local MariaDB. Owns framing of the session
+//! (sequence ids towards each side) and relaying each command's response;
+//! transaction handling decides per command what is sent (see
+//! [`super::transaction`]).
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
+
+use super::handshake::{self, Handshake};
+use super::packet::{Packet, PacketReader, ProtocolError, encode_packet};
+use super::response::{Expect, Outcome, ResponseReader, Step};
+use super::wire::{self, cap, com};
+
+pub type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+pub type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// How the response of a command sent to the server is handled.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Relay {
+    /// Forward the response to the client (else the proxy consumes it).
+    pub to_client: bool,
+    /// Keep the last packet back (the caller decides, e.g. after a
+    /// commit, whether the client gets it or an error instead).
+    pub hold_last: bool,
+    /// Status flags cleared in every OK / EOF forwarded.
+    pub clear_status: u16,
+    /// Status flags set in every OK / EOF forwarded.
+    pub set_status: u16,
+}
+
+/// The outcome of a relayed command, and the packet held back, if asked.
+#[derive(Debug)]
+pub struct Relayed {
+    pub outcome: Outcome,
+    pub held: Option<Vec<u8>>,
+}
+
+/// The two connections of a session and their sequence numbering.
+pub struct Wire {
+    pub client_in: PacketReader<BoxRead>,
+    pub client_out: BufWriter<BoxWrite>,
+    pub server_in: PacketReader<BoxRead>,
+    pub server_out: BufWriter<BoxWrite>,
+    /// Sequence id of the next packet to the client in this command.
+    client_seq: u8,
+    /// Sequence id of the next packet to the server in this command.
+    server_seq: u8,
+    pub handshake: Handshake,
+}
+
+impl Wire {
+    /// Relay the handshake; the session is then authenticated.
+    pub async fn open(
+        client: (BoxRead, BoxWrite),
+        server: (BoxRead, BoxWrite),
+        max_packet: usize,
+    ) -> Result<Self, ProtocolError> {
+        let mut client_in = PacketReader::new(client.0, max_packet);
+        let mut client_out = BufWriter::with_capacity(64 << 10, client.1);
+        let mut server_in = PacketReader::new(server.0, max_packet);
+        let mut server_out = BufWriter::with_capacity(64 << 10, server.1);
+        let handshake = handshake::relay(
+            &mut client_in,
+            &mut client_out,
+            &mut server_in,
+            &mut server_out,
+        )
+        .await?;
+        Ok(Self {
+            client_in,
+            client_out,
+            server_in,
+            server_out,
+            client_seq: 0,
+            server_seq: 0,
+            handshake,
+        })
+    }
+
+    pub fn deprecate_eof(&self) -> bool {
+        self.handshake.has(cap::CLIENT_DEPRECATE_EOF)
+    }
+
+    /// The next command from the client; `None` when it disconnected.
+    pub async fn next_command(&mut self) -> Result<Option<Packet>, ProtocolError> {
+        let packet = self.client_in.read().await?;
+        if let Some(p) = &packet {
+            self.client_seq = p.next_seq();
+        }
+        Ok(packet)
+    }
+
+    /// Send a packet to the client with the session's numbering.
+    pub async fn to_client(&mut self, payload: &[u8]) -> Result<(), ProtocolError> {
+        let mut buf = Vec::with_capacity(payload.len() + 4);
+        self.client_seq = encode_packet(&mut buf, self.client_seq, payload);
+        self.client_out.write_all(&buf).await?;
+        Ok(())
+    }
+
+    pub async fn flush_client(&mut self) -> Result<(), ProtocolError> {
+        self.client_out.flush().await?;
+        Ok(())
+    }
+
+    /// Send the client an error (and flush).
+    pub async fn error_to_client(
+        &mut self,
+        code: u16,
+        state: &str,
+        message: &str,
+    ) -> Result<(), ProtocolError> {
+        self.to_client(&wire::err_packet(code, state, message))
+            .await?;
+        self.flush_client().await
+    }
+
+    /// Send the server a new command (sequence restarts at 0).
+    pub async fn command_to_server(&mut self, payload: &[u8]) -> Result<(), ProtocolError> {
+        self.server_seq = 0;
+        self.packet_to_server(payload).await?;
+        self.server_out.flush().await?;
+        Ok(())
+    }
+
+    async fn packet_to_server(&mut self, payload: &[u8]) -> Result<(), ProtocolError> {
+        let mut buf = Vec::with_capacity(payload.len() + 4);
+        self.server_seq = encode_packet(&mut buf, self.server_seq, payload);
+        self.server_out.write_all(&buf).await?;
+        Ok(())
+    }
+
+    /// Send `payload` as a command and follow its response as `relay` says.
+    pub async fn run(
+        &mut self,
+        payload: &[u8],
+        expect: Expect,
+        relay: Relay,
+    ) -> Result<Relayed, ProtocolError> {
+        self.command_to_server(payload).await?;
+        self.follow(expect, relay).await
+    }
+
+    /// Run one of the proxy's own statements; its response stays here.
+    pub async fn query(&mut self, sql: &str) -> Result<Outcome, ProtocolError> {
+        let mut payload = Vec::with_capacity(sql.len() + 1);
+        payload.push(com::QUERY);
+        payload.extend_from_slice(sql.as_bytes());
+        Ok(self
+            .run(&payload, Expect::Results, Relay::default())
+            .await?
+            .outcome)
+    }
+
+    /// Read the response of the command just sent.
+    pub async fn follow(&mut self, expect: Expect, relay: Relay) -> Result<Relayed, ProtocolError> {
+        let deprecate_eof = self.deprecate_eof();
+        let mut reader = ResponseReader::new(expect, deprecate_eof);
+        loop {
+            let mut packet = self.server_in.expect().await?;
+            self.server_seq = packet.next_seq();
+            let step = reader.feed(&packet.payload)?;
+            if relay.to_client && (relay.clear_status | relay.set_status) != 0 {
+                edit_status(&mut packet.payload, deprecate_eof, relay);
+            }
+            match step {
+                Step::More => {
+                    if relay.to_client {
+                        self.to_client(&packet.payload).await?;
+                    }
+                }
+                Step::LocalInfile => {
+                    if !relay.to_client {
+                        return Err(ProtocolError::Malformed(
+                            "the server asked for a local file during an internal statement".into(),
+                        ));
+                    }
+                    self.to_client(&packet.payload).await?;
+                    self.flush_client().await?;
+                    self.relay_infile().await?;
+                    reader.infile_sent();
+                }
+                Step::Done(outcome) => {
+                    let held = if relay.to_client && relay.hold_last {
+                        Some(packet.payload)
+                    } else {
+                        if relay.to_client {
+                            self.to_client(&packet.payload).await?;
+                            self.flush_client().await?;
+                        }
+                        None
+                    };
+                    return Ok(Relayed { outcome, held });
+                }
+            }
+        }
+    }
+
+    /// Copy the client's LOCAL INFILE packets to the server, up to and
+    /// including the empty one that ends them.
+    async fn relay_infile(&mut self) -> Result<(), ProtocolError> {
+        loop {
+            let packet = self.client_in.expect().await?;
+            self.client_seq = packet.next_seq();
+            self.packet_to_server(&packet.payload).await?;
+            if packet.payload.is_empty() {
+                self.server_out.flush().await?;
+                return Ok(());
+            }
+        }
+    }
+
+    /// Relay a COM_CHANGE_USER: the client's command and the
+    /// authentication rounds that follow, until OK or ERR.
+    pub async fn change_user(&mut self, command: &[u8]) -> Result<Outcome, ProtocolError> {
+        self.command_to_server(command).await?;
+        loop {
+            let packet = self.server_in.expect().await?;
+            self.server_seq = packet.next_seq();
+            self.to_client(&packet.payload).await?;
+            self.flush_client().await?;
+            match packet.first_byte() {
+                Some(0x00) => {
+                    return Ok(Outcome {
+                        ok: wire::parse_ok(&packet.payload),
+                        status: wire::parse_ok(&packet.payload).map(|o| o.status),
+                        ..Outcome::default()
+                    });
+                }
+                Some(0xff) => {
+                    return Ok(Outcome {
+                        error: wire::parse_err(&packet.payload),
+                        ..Outcome::default()
+                    });
+                }
+                _ if packet.payload == [0x01, 0x03] => {}
+                _ => {
+                    let answer = self.client_in.expect().await?;
+                    self.client_seq = answer.next_seq();
+                    self.packet_to_server(&answer.payload).await?;
+                    self.server_out.flush().await?;
+                }
+            }
+        }
+    }
+
+    /// Forward a command that gets no response (COM_STMT_CLOSE, …).
+    pub async fn send_only(&mut self, payload: &[u8]) -> Result<(), ProtocolError> {
+        self.command_to_server(payload).await
+    }
+}
+
+/// Apply `relay`'s status edits to an OK or EOF packet; other packets are
+/// left alone.
+fn edit_status(payload: &mut [u8], deprecate_eof: bool, relay: Relay) {
+    let edit = |s: u16| (s & !relay.clear_status) | relay.set_status;
+    match payload.first() {
+        Some(0x00) if payload.len() >= 7 => {
+            if let Some(ok) = wire::parse_ok(payload) {
+                wire::set_ok_status(payload, edit(ok.status));
+            }
+        }
+        Some(0xfe) if wire::is_terminator(payload, deprecate_eof) => {
+            if deprecate_eof {
+                if let Some(ok) = wire::parse_ok(payload) {
+                    wire::set_ok_status(payload, edit(ok.status));
+                }
+            } else if let Some(s) = wire::parse_eof_status(payload) {
+                wire::set_eof_status(payload, edit(s));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What response a client command gets, or why the proxy refuses it.
+pub fn expect_for(command: u8) -> Result<Option<Expect>, &'static str> {
+    Ok(Some(match command {
+        com::QUERY | com::STMT_EXECUTE | com::STMT_BULK_EXECUTE => Expect::Results,
+        0x0a /* PROCESS_INFO */ => Expect::Results,
+        com::STMT_PREPARE => Expect::Prepare,
+        com::STMT_FETCH => Expect::Fetch,
+        com::FIELD_LIST => Expect::FieldList,
+        com::INIT_DB
+        | com::PING
+        | com::RESET_CONNECTION
+        | com::SET_OPTION
+        | com::STMT_RESET
+        | com::PROCESS_KILL
+        | 0x07 /* REFRESH */
+        | 0x0d /* DEBUG */ => Expect::Single,
+        com::STATISTICS => Expect::Opaque,
+        com::STMT_CLOSE | com::STMT_SEND_LONG_DATA => return Ok(None),
+        0x05 | 0x06 => {
+            return Err("COM_CREATE_DB / COM_DROP_DB are not supported: use CREATE DATABASE / DROP DATABASE");
+        }
+        0x08 => return Err("COM_SHUTDOWN is not allowed through the replicator: stop the node instead"),
+        0x12 | 0x13 | 0x14 | 0x15 | 0x1e => {
+            return Err("replication commands are not supported through the replicator");
+        }
+        _ => return Err("unknown or unsupported command"),
+    }))
+}
