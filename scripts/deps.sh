@@ -5,7 +5,7 @@
 # (network partitions in multi-host tests). Needs root or sudo.
 set -euo pipefail
 
-packages=(mariadb-server mariadb-client mariadb-backup sysbench galera-4 galera-arbitrator-4 nftables)
+packages=(mariadb-server mariadb-client mariadb-backup sysbench galera-4 galera-arbitrator-4 nftables python3-pymysql)
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -7,34 +7,39 @@ use std::path::PathBuf;
 
 use crate::config::{GroupConfig, TlsFiles};
 
-/// Timing, retention and TLS flags of a group member.
-#[derive(Debug, Clone, clap::Args)]
+/// Timing, retention and TLS flags of a group member. Every field is
+/// optional: what is not given keeps [`GroupConfig`]'s default (the one
+/// place defaults live). Also readable from a TOML table (`[group]`).
+#[derive(Debug, Clone, Default, clap::Args, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct GroupArgs {
-    /// Leader heartbeat interval, ms.
-    #[arg(long, default_value_t = 100)]
-    pub heartbeat_ms: u64,
+    /// Leader heartbeat interval, ms [default: 100].
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
     /// A follower that hears no leader for a random time in
     /// [min, max] ms starts an election; a member cut off from the quorum
-    /// stops being primary within max. Must match across the cluster.
-    #[arg(long, default_value_t = 1000)]
-    pub election_timeout_min_ms: u64,
-    #[arg(long, default_value_t = 2000)]
-    pub election_timeout_max_ms: u64,
-    /// Deadline of one node-to-node RPC, ms.
-    #[arg(long, default_value_t = 2000)]
-    pub rpc_timeout_ms: u64,
-    /// Committed entries kept for members that fall behind (IST window).
-    #[arg(long, default_value_t = 100_000)]
-    pub retention_entries: u64,
-    /// Bytes of log kept on disk at most (whole segments).
-    #[arg(long, default_value_t = 1 << 30)]
-    pub retention_bytes: u64,
-    /// How often the retention window is enforced, ms.
-    #[arg(long, default_value_t = 10_000)]
-    pub purge_interval_ms: u64,
-    /// Size at which a log segment file is closed, bytes.
-    #[arg(long, default_value_t = 64 << 20)]
-    pub segment_bytes: u64,
+    /// stops being primary within max. Must match across the cluster
+    /// [default: 1000 and 2000].
+    #[arg(long)]
+    pub election_timeout_min_ms: Option<u64>,
+    #[arg(long)]
+    pub election_timeout_max_ms: Option<u64>,
+    /// Deadline of one node-to-node RPC, ms [default: 2000].
+    #[arg(long)]
+    pub rpc_timeout_ms: Option<u64>,
+    /// Committed entries kept for members that fall behind (IST window)
+    /// [default: 100000].
+    #[arg(long)]
+    pub retention_entries: Option<u64>,
+    /// Bytes of log kept on disk at most (whole segments) [default: 1 GiB].
+    #[arg(long)]
+    pub retention_bytes: Option<u64>,
+    /// How often the retention window is enforced, ms [default: 10000].
+    #[arg(long)]
+    pub purge_interval_ms: Option<u64>,
+    /// Size at which a log segment file is closed, bytes [default: 64 MiB].
+    #[arg(long)]
+    pub segment_bytes: Option<u64>,
     /// Mutual TLS between members: the cluster CA (PEM). Requires
     /// --tls-cert and --tls-key; every member must use TLS or none.
     #[arg(long, requires_all = ["tls_cert", "tls_key"])]
@@ -60,17 +65,46 @@ impl GroupArgs {
         }
     }
 
-    /// Apply these flags to `config`.
+    /// Apply the flags that were given to `config`.
     pub fn apply(&self, config: &mut GroupConfig) {
-        config.heartbeat_ms = self.heartbeat_ms;
-        config.election_timeout_min_ms = self.election_timeout_min_ms;
-        config.election_timeout_max_ms = self.election_timeout_max_ms;
-        config.rpc_timeout_ms = self.rpc_timeout_ms;
-        config.retention_entries = self.retention_entries;
-        config.retention_bytes = self.retention_bytes;
-        config.purge_interval_ms = self.purge_interval_ms;
-        config.segment_bytes = self.segment_bytes;
-        config.tls = self.tls();
+        let set = |field: &mut u64, value: Option<u64>| {
+            if let Some(v) = value {
+                *field = v;
+            }
+        };
+        set(&mut config.heartbeat_ms, self.heartbeat_ms);
+        set(&mut config.election_timeout_min_ms, self.election_timeout_min_ms);
+        set(&mut config.election_timeout_max_ms, self.election_timeout_max_ms);
+        set(&mut config.rpc_timeout_ms, self.rpc_timeout_ms);
+        set(&mut config.retention_entries, self.retention_entries);
+        set(&mut config.retention_bytes, self.retention_bytes);
+        set(&mut config.purge_interval_ms, self.purge_interval_ms);
+        set(&mut config.segment_bytes, self.segment_bytes);
+        if self.tls().is_some() {
+            config.tls = self.tls();
+        }
+    }
+
+    /// These flags, with `fallback`'s values where these have none
+    /// (command line over file).
+    pub fn or(self, fallback: GroupArgs) -> GroupArgs {
+        GroupArgs {
+            heartbeat_ms: self.heartbeat_ms.or(fallback.heartbeat_ms),
+            election_timeout_min_ms: self
+                .election_timeout_min_ms
+                .or(fallback.election_timeout_min_ms),
+            election_timeout_max_ms: self
+                .election_timeout_max_ms
+                .or(fallback.election_timeout_max_ms),
+            rpc_timeout_ms: self.rpc_timeout_ms.or(fallback.rpc_timeout_ms),
+            retention_entries: self.retention_entries.or(fallback.retention_entries),
+            retention_bytes: self.retention_bytes.or(fallback.retention_bytes),
+            purge_interval_ms: self.purge_interval_ms.or(fallback.purge_interval_ms),
+            segment_bytes: self.segment_bytes.or(fallback.segment_bytes),
+            tls_ca: self.tls_ca.or(fallback.tls_ca),
+            tls_cert: self.tls_cert.or(fallback.tls_cert),
+            tls_key: self.tls_key.or(fallback.tls_key),
+        }
     }
 }
 

@@ -28,6 +28,10 @@ pub enum Committed {
     /// Everything up to `seqno` was purged before this member saw it: its
     /// state must come from a state transfer consistent at `seqno` or later.
     SnapshotInstalled { seqno: u64 },
+    /// An entry with nothing for the consumer (a leader's first entry, a
+    /// membership change): it only says that everything up to `seqno` has
+    /// been delivered, so a consumer can tell it caught up with a read index.
+    Marker { seqno: u64 },
 }
 
 /// The state machine handed to openraft.
@@ -133,7 +137,14 @@ impl RaftStateMachine<TypeConfig> for CommitStream {
             let (entry, responder) = item?;
             let log_id = entry.log_id;
             match entry.payload {
-                EntryPayload::Blank => {}
+                EntryPayload::Blank => {
+                    if log_id.index > self.deliver_after {
+                        self.deliver(Committed::Marker {
+                            seqno: log_id.index,
+                        })
+                        .await?;
+                    }
+                }
                 EntryPayload::Normal(proposal) => {
                     if log_id.index > self.deliver_after {
                         self.deliver(Committed::Entry {
@@ -145,6 +156,12 @@ impl RaftStateMachine<TypeConfig> for CommitStream {
                 }
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(log_id), m);
+                    if log_id.index > self.deliver_after {
+                        self.deliver(Committed::Marker {
+                            seqno: log_id.index,
+                        })
+                        .await?;
+                    }
                 }
             }
             self.applied = Some(log_id);

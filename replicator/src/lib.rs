@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //!
+//! - [`capture`] — the binlog tailer: each `XA PREPARE` group becomes a
+//!   write-set's row events and certification keys.
 //! - [`certify`] — the certifier: pure, deterministic first-committer-wins
 //!   over the ordered stream of write-sets, with deterministic purge and the
 //!   dependencies parallel appliers wait for.
@@ -20,11 +22,18 @@
 //! - [`proxy`] — the MySQL proxy clients connect to: framing, pass-through
 //!   authentication, response tracking, statement classification.
 //!
-//! Still to come (see the issues): `capture`, `apply`, `node`, `admin`.
+//! - [`node`] — a running node: start-up checks, recovery, the commit
+//!   pipeline (ordering, certification, commit order) behind the proxy.
+//! - [`config`] — `replicator run`'s settings (TOML file + flags).
+//!
+//! Still to come (see the issues): `apply`, `admin`.
 
+pub mod capture;
 pub mod certify;
+pub mod config;
 pub mod keys;
 pub mod local_cluster;
 pub mod mariadb_server;
+pub mod node;
 pub mod proxy;
 pub mod writeset;

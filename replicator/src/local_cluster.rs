@@ -6,11 +6,12 @@
 //! tools and tests read. Each node gets its own loopback address
 //! (127.0.0.2, 127.0.0.3, …) as if it were its own host.
 //!
-//! What a node runs today: its MariaDB server, configured as the replicator
-//! requires (see [`crate::mariadb_server`]). The replicator sidecar and the
-//! arbitrator join each node's entry in the manifest as they are built;
-//! until then the servers do not replicate to each other, and the command
-//! says so when it starts.
+//! What a node runs: its MariaDB server, configured as the replicator
+//! requires (see [`crate::mariadb_server`]), and — in a one-node cluster —
+//! the replicator sidecar in front of it (`replicator run`, a child
+//! process), where clients connect. Nodes of a larger cluster run MariaDB
+//! only until applying other nodes' write-sets is built; the command says
+//! so when it starts.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -36,6 +37,8 @@ pub struct ClusterOptions {
     /// The first node's address; node N gets this plus N-1.
     pub first_address: Ipv4Addr,
     pub buffer_pool_size: String,
+    /// Where clients connect to each node's replicator (one-node clusters).
+    pub client_port: u16,
 }
 
 /// One process of a node, as started.
@@ -52,6 +55,9 @@ pub struct NodeInfo {
     pub name: String,
     /// `host:port` of the node's MariaDB server.
     pub mariadb: String,
+    /// `host:port` where clients connect: the replicator when the node runs
+    /// one, else MariaDB itself.
+    pub address: String,
     /// Keyed by program name (`mariadbd`, later `replicator`).
     pub processes: BTreeMap<String, ProcessInfo>,
 }
@@ -81,6 +87,7 @@ impl Manifest {
 pub struct LocalCluster {
     manifest: Manifest,
     servers: Vec<MariadbServer>,
+    replicators: Vec<tokio::process::Child>,
 }
 
 /// The client password: made once per cluster directory, kept in
@@ -124,6 +131,7 @@ impl LocalCluster {
                 nodes: Vec::new(),
             },
             servers: Vec::new(),
+            replicators: Vec::new(),
         };
         for n in 1..=options.nodes {
             let name = format!("node{n}");
@@ -158,9 +166,26 @@ impl LocalCluster {
                     env: command.env.into_iter().collect(),
                 },
             );
+            let mut client_address = format!("{address}:{}", options.mariadb_port);
+            if options.nodes == 1 {
+                let node_dir = dir.join(&name);
+                match start_replicator(&node_dir, &server, address, options.client_port).await {
+                    Ok((child, info, listen)) => {
+                        processes.insert("replicator".to_string(), info);
+                        client_address = listen;
+                        cluster.replicators.push(child);
+                    }
+                    Err(e) => {
+                        cluster.servers.push(server);
+                        cluster.stop().await;
+                        return Err(e).with_context(|| format!("starting {name}'s replicator"));
+                    }
+                }
+            }
             cluster.manifest.nodes.push(NodeInfo {
                 name,
                 mariadb: format!("{address}:{}", options.mariadb_port),
+                address: client_address,
                 processes,
             });
             cluster.servers.push(server);
@@ -179,7 +204,20 @@ impl LocalCluster {
     }
 
     /// Stop every node cleanly, last started first.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
+        for mut child in self.replicators.drain(..).rev() {
+            if let Some(pid) = child.id() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            let wait = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait());
+            if !matches!(wait.await, Ok(Ok(_))) {
+                tracing::warn!("a replicator did not stop within 30 s; killing it");
+                let _ = child.kill().await;
+            }
+        }
         for (server, node) in self
             .servers
             .into_iter()
@@ -192,6 +230,92 @@ impl LocalCluster {
             }
         }
     }
+}
+
+/// Start `replicator run` for a node (a one-voter cluster the first time,
+/// resumed from its data directory later); returns once clients can
+/// connect.
+async fn start_replicator(
+    node_dir: &Path,
+    server: &MariadbServer,
+    address: Ipv4Addr,
+    client_port: u16,
+) -> Result<(tokio::process::Child, ProcessInfo, String)> {
+    let data_dir = node_dir.join("replicator");
+    let secret_path = node_dir.join("cluster-secret");
+    let secret = match std::fs::read_to_string(&secret_path) {
+        Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
+        _ => {
+            let s: String = rand::rng()
+                .sample_iter(rand::distr::Alphanumeric)
+                .take(32)
+                .map(char::from)
+                .collect();
+            std::fs::write(&secret_path, &s)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&secret_path, std::fs::Permissions::from_mode(0o600))?;
+            s
+        }
+    };
+    let listen = format!("{address}:{client_port}");
+    let mut argv = vec![
+        std::env::current_exe()?.display().to_string(),
+        "run".into(),
+        "--listen".into(),
+        listen.clone(),
+        "--mariadb-socket".into(),
+        server.config().socket().display().to_string(),
+        "--user".into(),
+        "root".into(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--group-listen".into(),
+        format!("{address}:4567"),
+    ];
+    if !data_dir.join("group").join("identity.json").exists() {
+        argv.push("--bootstrap".into());
+    }
+    std::fs::create_dir_all(&data_dir)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(node_dir.join("replicator.log"))?;
+    let mut child = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .env("REPLICATOR_SECRET", &secret)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawning the replicator")?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!(
+                "the replicator exited with {status}; see {}",
+                node_dir.join("replicator.log").display()
+            );
+        }
+        if tokio::net::TcpStream::connect(&listen).await.is_ok() {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the replicator did not accept clients within 60 s; see {}",
+            node_dir.join("replicator.log").display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let info = ProcessInfo {
+        pid: child.id().unwrap_or(0),
+        argv,
+        env: BTreeMap::from([(
+            "REPLICATOR_SECRET".to_string(),
+            "(DIR/nodeN/cluster-secret)".to_string(),
+        )]),
+    };
+    Ok((child, info, listen))
 }
 
 async fn ensure_client_account(server: &MariadbServer, password: &str) -> Result<()> {

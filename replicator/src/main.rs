@@ -1,15 +1,16 @@
 //! The `replicator` command line.
 //!
+//! - `replicator run` — the sidecar: serve MySQL clients in front of the
+//!   local MariaDB as a member of a cluster (see `replicator::node`).
 //! - `replicator cluster` — start a local cluster (see
 //!   `replicator::local_cluster`) and keep it running until Ctrl-C/SIGTERM.
-//!
-//! The sidecar itself (`replicator run`) arrives with the proxy.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use replicator::config::RunSettings;
 use replicator::local_cluster::{ClusterOptions, LocalCluster};
 
 #[derive(Parser)]
@@ -25,6 +26,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the sidecar beside the local MariaDB: clients connect here, and
+    /// their transactions are replicated through the cluster. Every setting
+    /// can come from `--config FILE` (TOML, same names with underscores)
+    /// and be overridden by its flag.
+    Run {
+        /// A TOML file of settings.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Box<RunSettings>,
+    },
     /// Start a local cluster on this machine, one loopback address per node,
     /// and keep it running until Ctrl-C or SIGTERM.
     Cluster {
@@ -43,6 +55,9 @@ enum Command {
         /// InnoDB buffer pool of each node's MariaDB.
         #[arg(long, default_value = "256M")]
         buffer_pool_size: String,
+        /// Where clients connect to a node's replicator, on its address.
+        #[arg(long, default_value_t = 3306)]
+        client_port: u16,
     },
 }
 
@@ -59,12 +74,31 @@ async fn shutdown_signal() -> Result<()> {
 async fn main() -> Result<()> {
     group::init_logging("info");
     match Cli::parse().command {
+        Command::Run { config, settings } => {
+            let file = match &config {
+                Some(path) => RunSettings::from_file(path)?,
+                None => RunSettings::default(),
+            };
+            let config = settings.resolve(file)?;
+            let shutdown = async {
+                if let Err(e) = shutdown_signal().await {
+                    tracing::error!(error = %e, "signal handling failed");
+                }
+            };
+            replicator::node::run(config, shutdown, |listen| {
+                tracing::info!(%listen, "accepting MySQL clients");
+            })
+            .await
+            .context("replicator stopped")?;
+            Ok(())
+        }
         Command::Cluster {
             nodes,
             dir,
             mariadb_port,
             first_address,
             buffer_pool_size,
+            client_port,
         } => {
             let options = ClusterOptions {
                 nodes,
@@ -72,6 +106,7 @@ async fn main() -> Result<()> {
                 mariadb_port,
                 first_address,
                 buffer_pool_size,
+                client_port,
             };
             let cluster = LocalCluster::start(&options).await?;
             let m = cluster.manifest();
@@ -81,16 +116,23 @@ async fn main() -> Result<()> {
                 options.dir.join("cluster.json").display()
             );
             for node in &m.nodes {
-                let (host, port) = node.mariadb.rsplit_once(':').unwrap_or((&node.mariadb, ""));
+                let (host, port) = node.address.rsplit_once(':').unwrap_or((&node.address, ""));
                 println!(
                     "  {}: mariadb -h {host} -P {port} -u {} -p'{}'",
                     node.name, m.user, m.password
                 );
             }
-            println!(
-                "This build runs each node's MariaDB, configured for replication; the \
-                 replicator sidecar is not part of it yet, so the nodes do not replicate."
-            );
+            if m.nodes.len() > 1 {
+                println!(
+                    "Each node runs MariaDB configured for replication; the replicator runs \
+                     in one-node clusters only (--nodes 1) until applying other nodes' \
+                     write-sets is built, so these nodes do not replicate yet."
+                );
+            } else {
+                println!(
+                    "The node runs MariaDB behind the replicator: connect to the address above."
+                );
+            }
             println!("Ctrl-C stops the cluster.");
             shutdown_signal().await?;
             cluster.stop().await;

@@ -70,6 +70,12 @@ pub struct WriteSet {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogEntry {
     WriteSet(WriteSet),
+    /// The origin gave up transaction `xid`: a write-set for it later in
+    /// the log is ignored by every node.
+    Abandon {
+        origin_node: u64,
+        xid: Vec<u8>,
+    },
 }
 
 /// A wire message that does not describe a valid domain value.
@@ -226,6 +232,9 @@ impl LogEntry {
     pub fn encode(self) -> Vec<u8> {
         let payload = match self {
             LogEntry::WriteSet(ws) => pb::log_entry::Payload::WriteSet(ws.into()),
+            LogEntry::Abandon { origin_node, xid } => {
+                pb::log_entry::Payload::Abandon(pb::Abandon { origin_node, xid })
+            }
         };
         pb::LogEntry {
             payload: Some(payload),
@@ -238,6 +247,10 @@ impl LogEntry {
         let entry = pb::LogEntry::decode(bytes)?;
         match entry.payload.ok_or(DecodeError::EmptyEntry)? {
             pb::log_entry::Payload::WriteSet(ws) => Ok(LogEntry::WriteSet(ws.try_into()?)),
+            pb::log_entry::Payload::Abandon(a) => Ok(LogEntry::Abandon {
+                origin_node: a.origin_node,
+                xid: a.xid,
+            }),
         }
     }
 }
@@ -313,6 +326,12 @@ mod tests {
             let entry = LogEntry::WriteSet(ws);
             let decoded = LogEntry::decode(&entry.clone().encode()).unwrap();
             prop_assert_eq!(decoded, entry);
+        }
+
+        #[test]
+        fn abandon_markers_round_trip(origin_node in any::<u64>(), xid in bytes()) {
+            let entry = LogEntry::Abandon { origin_node, xid };
+            prop_assert_eq!(LogEntry::decode(&entry.clone().encode()).unwrap(), entry);
         }
 
         #[test]

@@ -3,35 +3,31 @@
 //! binary protocol, multi-statement queries and multi-results, LOCAL
 //! INFILE, prepared statements, and the `mariadb` command-line client.
 
-use std::time::Duration;
-
 use e2e::TestServer;
+use e2e::sidecar::{Sidecar, prepare_server};
 use mysql_async::prelude::*;
-use replicator::proxy::{Backend, ProxyConfig};
 
 struct Proxied {
     server: TestServer,
+    /// Keeps the replicator running for the test.
+    _sidecar: Sidecar,
     port: u16,
+    _dir: tempfile::TempDir,
 }
 
+/// A MariaDB with the real replicator in front of it.
 async fn start() -> Proxied {
     let server = TestServer::start().await.unwrap();
-    let mut root = server.root_conn().await.unwrap();
-    root.query_drop(
-        "CREATE USER app@'%' IDENTIFIED BY 'app-pw'; GRANT ALL ON *.* TO app@'%'; \
-         CREATE DATABASE d",
-    )
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let config = ProxyConfig {
-        backend: Backend::Unix(server.config().socket()),
-        max_packet: 1 << 30,
-        connect_timeout: Duration::from_secs(5),
-    };
-    tokio::spawn(replicator::proxy::serve(listener, config));
-    Proxied { server, port }
+    prepare_server(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::bootstrap(&server, &dir.path().join("replicator"), &[]).await;
+    let port = sidecar.port;
+    Proxied {
+        server,
+        _sidecar: sidecar,
+        port,
+        _dir: dir,
+    }
 }
 
 fn opts(port: u16, password: &str) -> mysql_async::OptsBuilder {

@@ -8,6 +8,8 @@
 //! - [`response`] — the response state machine (when a response ends).
 //! - [`session`] — one session's two connections and relaying.
 //! - [`classify`] — lexer-level statement classification and splitting.
+//! - [`transaction`] — transactions as XA, ended through the cluster's
+//!   [`transaction::CommitService`].
 //!
 //! Knows nothing of Raft or of the cluster.
 
@@ -16,6 +18,7 @@ pub mod handshake;
 pub mod packet;
 pub mod response;
 pub mod session;
+pub mod transaction;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -26,9 +29,8 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 
-use packet::ProtocolError;
-use session::{BoxRead, BoxWrite, Relay, Wire, expect_for};
-use wire::com;
+use session::{BoxRead, BoxWrite, Wire};
+use transaction::{CommitService, SessionError, Transactions};
 
 /// Where the local MariaDB listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,8 +80,9 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
 }
 
-/// Accept clients on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, config: ProxyConfig) {
+/// Accept clients on `listener` until the task is dropped; their
+/// transactions end through `service`.
+pub async fn serve(listener: TcpListener, config: ProxyConfig, service: Arc<dyn CommitService>) {
     let config = Arc::new(config);
     let ids = AtomicU64::new(1);
     loop {
@@ -94,8 +97,9 @@ pub async fn serve(listener: TcpListener, config: ProxyConfig) {
         let _ = stream.set_nodelay(true);
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let config = config.clone();
+        let service = service.clone();
         tokio::spawn(async move {
-            match client_session(stream, peer, &config).await {
+            match client_session(stream, peer, &config, service.as_ref()).await {
                 Ok(()) => tracing::debug!(session = id, %peer, "client disconnected"),
                 Err(e) => tracing::info!(session = id, %peer, error = %e, "client session ended"),
             }
@@ -107,51 +111,17 @@ async fn client_session(
     stream: TcpStream,
     peer: SocketAddr,
     config: &ProxyConfig,
-) -> Result<(), ProtocolError> {
+    service: &dyn CommitService,
+) -> Result<(), SessionError> {
     let (r, w) = stream.into_split();
     let client = (Box::new(r) as BoxRead, Box::new(w) as BoxWrite);
     let server = match config.backend.connect(config.connect_timeout).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(%peer, backend = %config.backend, error = %e, "cannot reach the local MariaDB");
-            return Err(e.into());
+            return Err(SessionError::Protocol(e.into()));
         }
     };
     let mut wire = Wire::open(client, server, config.max_packet).await?;
-    relay_commands(&mut wire).await
-}
-
-/// The command loop: every command is relayed as it is.
-async fn relay_commands(wire: &mut Wire) -> Result<(), ProtocolError> {
-    while let Some(command) = wire.next_command().await? {
-        let Some(&code) = command.payload.first() else {
-            wire.error_to_client(1047, "08S01", "empty command packet")
-                .await?;
-            continue;
-        };
-        if code == com::QUIT {
-            wire.send_only(&command.payload).await?;
-            return Ok(());
-        }
-        if code == com::CHANGE_USER {
-            wire.change_user(&command.payload).await?;
-            continue;
-        }
-        match expect_for(code) {
-            Err(why) => wire.error_to_client(1047, "08S01", why).await?,
-            Ok(None) => wire.send_only(&command.payload).await?,
-            Ok(Some(expect)) => {
-                wire.run(
-                    &command.payload,
-                    expect,
-                    Relay {
-                        to_client: true,
-                        ..Relay::default()
-                    },
-                )
-                .await?;
-            }
-        }
-    }
-    Ok(())
+    Transactions::new(service).serve(&mut wire).await
 }

@@ -270,6 +270,11 @@ impl ResponseReader {
         Ok(Step::More)
     }
 
+    /// Whether the next packet is a row (of a result set being read).
+    pub fn in_rows(&self) -> bool {
+        self.state == State::Rows
+    }
+
     /// The LOCAL INFILE data was sent; the server's OK or ERR follows.
     pub fn infile_sent(&mut self) {
         self.state = State::Start;

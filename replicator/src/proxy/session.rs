@@ -26,6 +26,8 @@ pub struct Relay {
     pub clear_status: u16,
     /// Status flags set in every OK / EOF forwarded.
     pub set_status: u16,
+    /// Keep the row packets of a response the proxy consumes.
+    pub collect_rows: bool,
 }
 
 /// The outcome of a relayed command, and the packet held back, if asked.
@@ -33,6 +35,8 @@ pub struct Relay {
 pub struct Relayed {
     pub outcome: Outcome,
     pub held: Option<Vec<u8>>,
+    /// Row packets, when collected.
+    pub rows: Vec<Vec<u8>>,
 }
 
 /// The two connections of a session and their sequence numbering.
@@ -143,22 +147,54 @@ impl Wire {
 
     /// Run one of the proxy's own statements; its response stays here.
     pub async fn query(&mut self, sql: &str) -> Result<Outcome, ProtocolError> {
-        let mut payload = Vec::with_capacity(sql.len() + 1);
-        payload.push(com::QUERY);
-        payload.extend_from_slice(sql.as_bytes());
         Ok(self
-            .run(&payload, Expect::Results, Relay::default())
+            .run(&query_payload(sql), Expect::Results, Relay::default())
             .await?
             .outcome)
+    }
+
+    /// Run one of the proxy's own single-value queries (text protocol):
+    /// the first column of the first row, `None` for NULL or no row.
+    pub async fn query_value(&mut self, sql: &str) -> Result<Option<String>, ProtocolError> {
+        let relayed = self
+            .run(
+                &query_payload(sql),
+                Expect::Results,
+                Relay {
+                    collect_rows: true,
+                    ..Relay::default()
+                },
+            )
+            .await?;
+        if let Some(e) = relayed.outcome.error {
+            return Err(ProtocolError::Malformed(format!(
+                "{sql}: {} ({})",
+                e.message, e.code
+            )));
+        }
+        let Some(row) = relayed.rows.first() else {
+            return Ok(None);
+        };
+        if row.first() == Some(&0xfb) {
+            return Ok(None);
+        }
+        let (len, at) = wire::lenenc_int(row)
+            .ok_or_else(|| ProtocolError::Malformed(format!("{sql}: bad row")))?;
+        let value = row
+            .get(at..at + len as usize)
+            .ok_or_else(|| ProtocolError::Malformed(format!("{sql}: short row")))?;
+        Ok(Some(String::from_utf8_lossy(value).into_owned()))
     }
 
     /// Read the response of the command just sent.
     pub async fn follow(&mut self, expect: Expect, relay: Relay) -> Result<Relayed, ProtocolError> {
         let deprecate_eof = self.deprecate_eof();
         let mut reader = ResponseReader::new(expect, deprecate_eof);
+        let mut rows = Vec::new();
         loop {
             let mut packet = self.server_in.expect().await?;
             self.server_seq = packet.next_seq();
+            let in_rows = reader.in_rows();
             let step = reader.feed(&packet.payload)?;
             if relay.to_client && (relay.clear_status | relay.set_status) != 0 {
                 edit_status(&mut packet.payload, deprecate_eof, relay);
@@ -167,6 +203,8 @@ impl Wire {
                 Step::More => {
                     if relay.to_client {
                         self.to_client(&packet.payload).await?;
+                    } else if relay.collect_rows && in_rows {
+                        rows.push(packet.payload);
                     }
                 }
                 Step::LocalInfile => {
@@ -190,7 +228,11 @@ impl Wire {
                         }
                         None
                     };
-                    return Ok(Relayed { outcome, held });
+                    return Ok(Relayed {
+                        outcome,
+                        held,
+                        rows,
+                    });
                 }
             }
         }
@@ -248,6 +290,14 @@ impl Wire {
     pub async fn send_only(&mut self, payload: &[u8]) -> Result<(), ProtocolError> {
         self.command_to_server(payload).await
     }
+}
+
+/// A COM_QUERY payload.
+pub fn query_payload(sql: &str) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(sql.len() + 1);
+    payload.push(com::QUERY);
+    payload.extend_from_slice(sql.as_bytes());
+    payload
 }
 
 /// Apply `relay`'s status edits to an OK or EOF packet; other packets are

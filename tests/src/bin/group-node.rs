@@ -81,6 +81,7 @@ async fn main() -> Result<()> {
                 Committed::SnapshotInstalled { seqno } => {
                     (seqno, json!({"event": "snapshot", "seqno": seqno}))
                 }
+                Committed::Marker { .. } => continue,
             };
             // The position is kept before the entry is reported, as a real
             // consumer commits before it acknowledges.

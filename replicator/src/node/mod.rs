@@ -1,0 +1,201 @@
+//! A running node: checks the local MariaDB, opens the ordered log,
+//! catches up and resolves what a crash left prepared, then serves clients
+//! through the proxy until it is told to stop or something fatal happens.
+//!
+//! - [`checks`] — start-up checks of the server's settings and privileges.
+//! - [`order`] — the commit order (pure).
+//! - [`seen`] — which transactions the log already decided (pure).
+//! - [`pipeline`] — the commit pipeline and the proxy's commit service.
+
+pub mod checks;
+pub mod order;
+pub mod pipeline;
+pub mod seen;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use group::{GroupConfig, GroupMember};
+
+use crate::capture::{Capture, CaptureConfig};
+use crate::config::RunConfig;
+use crate::proxy::{Backend, ProxyConfig};
+use pipeline::{Committer, Fatal, Pipeline, PipelineConfig, read_position};
+
+/// Why a node stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    NotReady(#[from] checks::NotReady),
+    #[error("{0}")]
+    Start(String),
+    #[error("stopping: {0}")]
+    Fatal(#[from] Fatal),
+}
+
+fn start_err(what: &str) -> impl FnOnce(String) -> NodeError + '_ {
+    move |e| NodeError::Start(format!("{what}: {e}"))
+}
+
+/// Connection options of the replicator's own account.
+pub fn admin_opts(config: &RunConfig) -> mysql_async::Opts {
+    let builder = mysql_async::OptsBuilder::default()
+        .user(Some(config.user.clone()))
+        .pass(config.password.clone());
+    let builder = match &config.backend {
+        Backend::Unix(path) => builder
+            .socket(Some(path.display().to_string()))
+            .prefer_socket(true),
+        Backend::Tcp(address) => {
+            let (host, port) = address.rsplit_once(':').unwrap_or((address, "3306"));
+            builder
+                .ip_or_hostname(host.to_string())
+                .tcp_port(port.parse().unwrap_or(3306))
+                .prefer_socket(false)
+        }
+    };
+    builder.into()
+}
+
+/// Run a node until `shutdown` completes (Ok) or a fatal condition stops
+/// it (Err). `ready` is called once clients can connect.
+pub async fn run(
+    config: RunConfig,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(std::net::SocketAddr),
+) -> Result<(), NodeError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| start_err("data directory")(e.to_string()))?;
+    let admin = mysql_async::Pool::new(admin_opts(&config));
+    let facts = checks::check_server(&admin).await?;
+    checks::ensure_own_schema(&admin)
+        .await
+        .map_err(|e| start_err("creating the replicator schema")(e.to_string()))?;
+
+    let position_file = config.data_dir.join("position");
+    let position = read_position(&position_file)?;
+    let mut group = GroupConfig::new(
+        &config.cluster_name,
+        &config.secret,
+        config.group_listen,
+        config.data_dir.join("group"),
+    );
+    group.advertise = config.advertise.clone();
+    config.group.apply(&mut group);
+    let (member, log) =
+        GroupMember::start(group, position.saturating_sub(config.certification_window))
+            .await
+            .map_err(|e| start_err("ordered log")(e.to_string()))?;
+    if !member.is_member() {
+        if config.bootstrap {
+            member
+                .bootstrap()
+                .await
+                .map_err(|e| start_err("bootstrap")(e.to_string()))?;
+        } else if !config.join.is_empty() {
+            member
+                .join(&config.join)
+                .await
+                .map_err(|e| start_err("join")(e.to_string()))?;
+        } else {
+            return Err(NodeError::Start(
+                "this data directory belongs to no cluster: start the first node with \
+                 --bootstrap, the others with --join HOST:PORT"
+                    .into(),
+            ));
+        }
+    }
+    let node_id = member.node_id();
+    let capture = Capture::start(
+        admin_opts(&config),
+        CaptureConfig {
+            server_id: config
+                .capture_server_id
+                .unwrap_or(4_000_000_000 + (node_id % 100_000_000) as u32),
+            allow_tables_without_pk: config.allow_tables_without_pk,
+            max_writeset_bytes: config.max_writeset_bytes,
+            own_schema: "replicator".into(),
+            timeout: config.commit_timeout,
+        },
+    )
+    .await
+    .map_err(|e| start_err("binlog capture")(e.to_string()))?;
+    let pipeline = Pipeline::new(
+        PipelineConfig {
+            node_id,
+            window: config.certification_window,
+            commit_timeout: config.commit_timeout,
+            max_writeset_bytes: config.max_writeset_bytes,
+            position_file,
+        },
+        member.clone(),
+        capture.clone(),
+        admin.clone(),
+        position,
+    );
+    let mut delivery = tokio::spawn(pipeline.clone().run(log, position));
+    tokio::spawn(pipeline.clone().keep_position(Duration::from_secs(1)));
+
+    // Catch up with the cluster, then settle what a crash left prepared,
+    // before any client is served.
+    let recovered = async {
+        let mut primary = member.primary();
+        let _ = primary.wait_for(|p| p.is_primary()).await;
+        let read = tokio::time::timeout(config.commit_timeout, member.read_index())
+            .await
+            .map_err(|_| NodeError::Start("reading the cluster's position timed out".into()))?
+            .map_err(|e| NodeError::Start(format!("reading the cluster's position: {e}")))?;
+        if !pipeline
+            .wait_processed(read, Duration::from_secs(3600))
+            .await
+        {
+            return Err(NodeError::Start("could not catch up with the log".into()));
+        }
+        let abandoned = pipeline.abandon_undecided().await?;
+        Ok::<_, NodeError>(abandoned)
+    };
+    let abandoned = tokio::select! {
+        r = recovered => r?,
+        r = &mut delivery => return Err(flatten(r)),
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| start_err("client port")(format!("{}: {e}", config.listen)))?;
+    let listen = listener.local_addr().unwrap_or(config.listen);
+    let proxy = tokio::spawn(crate::proxy::serve(
+        listener,
+        ProxyConfig {
+            backend: config.backend.clone(),
+            max_packet: 1 << 30,
+            connect_timeout: Duration::from_secs(10),
+        },
+        Arc::new(Committer(pipeline.clone())),
+    ));
+    tracing::info!(
+        node = node_id,
+        %listen,
+        server = %facts.version,
+        position,
+        abandoned,
+        "replicator ready"
+    );
+    ready(listen);
+    let result = tokio::select! {
+        _ = shutdown => Ok(()),
+        r = &mut delivery => Err(flatten(r)),
+    };
+    proxy.abort();
+    capture.shutdown().await;
+    member.shutdown().await;
+    admin.disconnect().await.ok();
+    result
+}
+
+fn flatten(r: Result<Result<(), Fatal>, tokio::task::JoinError>) -> NodeError {
+    match r {
+        Ok(Ok(())) => NodeError::Fatal(Fatal("the commit pipeline stopped".into())),
+        Ok(Err(f)) => NodeError::Fatal(f),
+        Err(e) => NodeError::Fatal(Fatal(format!("the commit pipeline panicked: {e}"))),
+    }
+}

@@ -1,0 +1,586 @@
+//! The commit pipeline of a node: reads the ordered log, certifies every
+//! write-set (the same verdicts on every node), tells each waiting local
+//! session its verdict, keeps commits in seqno order, resolves prepared
+//! transactions nobody waits for any more, and implements the proxy's
+//! [`CommitService`] (capture → propose → verdict → turn).
+//!
+//! Owns the certifier, the commit order and the durable position file. It
+//! does not talk to clients (the proxy does) and does not apply remote
+//! write-sets yet: a node that receives one stops loudly rather than
+//! diverge.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use group::{Committed, GroupError, GroupMember};
+use mysql_async::prelude::*;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::capture::{Capture, CaptureError, Gtid};
+use crate::certify::{Certifier, Failure, Mode, Verdict};
+use crate::keys::certification_keys;
+use crate::proxy::transaction::{BoxFuture, CommitError, CommitService, Decision};
+use crate::writeset::{LogEntry, WriteSet};
+
+use super::order::CommitOrder;
+use super::seen::{FirstSeen, Seen};
+
+/// What the log decided for a local transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivered {
+    Certified {
+        seqno: u64,
+        verdict: Verdict,
+    },
+    /// Its origin abandoned it before its write-set was ordered.
+    Abandoned,
+}
+
+/// Settings of the pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub node_id: u64,
+    /// Certification window in seqnos (and the duplicate-detection window).
+    pub window: u64,
+    /// How long a commit may wait for the log before its outcome is
+    /// declared unknown.
+    pub commit_timeout: Duration,
+    /// Largest write-set accepted, in bytes.
+    pub max_writeset_bytes: usize,
+    /// Where the durable position is kept.
+    pub position_file: PathBuf,
+}
+
+/// Shared state of the pipeline.
+pub struct Pipeline {
+    config: PipelineConfig,
+    member: GroupMember,
+    capture: Capture,
+    /// The replicator's own connections (resolving orphans, XA RECOVER).
+    admin: mysql_async::Pool,
+    order: Mutex<CommitOrder>,
+    /// Last committed seqno; every change also wakes sessions waiting for
+    /// their turn.
+    committed: watch::Sender<u64>,
+    waiters: Mutex<HashMap<Vec<u8>, oneshot::Sender<Delivered>>>,
+    /// Highest seqno the delivery loop has processed.
+    processed: watch::Sender<u64>,
+    xid_boot: u64,
+    xid_counter: AtomicU64,
+}
+
+/// A condition that must stop the node: continuing could make this
+/// replica diverge from the others.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Fatal(pub String);
+
+/// Read the durable position (0 for a new node).
+pub fn read_position(path: &std::path::Path) -> Result<u64, Fatal> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text.trim().parse().map_err(|e| {
+            Fatal(format!(
+                "position file {} is corrupt ({e}): refusing to guess where this node is",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(Fatal(format!("reading {}: {e}", path.display()))),
+    }
+}
+
+impl Pipeline {
+    /// A pipeline whose commits up to `position` are already done.
+    pub fn new(
+        config: PipelineConfig,
+        member: GroupMember,
+        capture: Capture,
+        admin: mysql_async::Pool,
+        position: u64,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            member,
+            capture,
+            admin,
+            order: Mutex::new(CommitOrder::new(position)),
+            committed: watch::channel(position).0,
+            waiters: Mutex::new(HashMap::new()),
+            processed: watch::channel(0).0,
+            xid_boot: rand::random(),
+            xid_counter: AtomicU64::new(0),
+        })
+    }
+
+    fn xid_prefix(&self) -> String {
+        format!("rpl-{:016x}-", self.config.node_id)
+    }
+
+    /// Read the log until it ends or something fatal happens. Entries up to
+    /// `position` only rebuild the certifier; later ones are acted on.
+    pub async fn run(
+        self: Arc<Self>,
+        mut log: mpsc::Receiver<Committed>,
+        position: u64,
+    ) -> Result<(), Fatal> {
+        let mut certifier = Certifier::new(self.config.window);
+        let mut seen = Seen::new(self.config.window);
+        while let Some(item) = log.recv().await {
+            let (seqno, data) = match item {
+                Committed::Entry { seqno, data } => (seqno, data),
+                Committed::Marker { seqno } => {
+                    self.processed.send_replace(seqno);
+                    continue;
+                }
+                Committed::SnapshotInstalled { seqno } => {
+                    return Err(Fatal(format!(
+                        "the log was purged past this node's position (state transfer needed \
+                         up to seqno {seqno}); state transfer is not implemented in this version"
+                    )));
+                }
+            };
+            let entry = LogEntry::decode(&data).map_err(|e| {
+                Fatal(format!(
+                    "log entry {seqno} cannot be read ({e}); stopping rather than diverge"
+                ))
+            })?;
+            let act = seqno > position;
+            match entry {
+                LogEntry::WriteSet(ws) => {
+                    let first = seen.record(ws.origin_node, &ws.xid, seqno, false);
+                    let verdict = if first == FirstSeen::WriteSet(seqno) {
+                        let keys = certification_keys(&ws.keys);
+                        let mode = if ws.is_toi() {
+                            Mode::TotalOrderIsolation
+                        } else {
+                            Mode::Transaction
+                        };
+                        let request = crate::certify::CertRequest {
+                            seqno,
+                            depends_on: ws.depends_on,
+                            mode,
+                            keys: &keys,
+                        };
+                        Some(certifier.certify(&request).map_err(|e| {
+                            Fatal(format!("certification of seqno {seqno} failed: {e}"))
+                        })?)
+                    } else {
+                        None
+                    };
+                    if act {
+                        self.act_on_write_set(seqno, ws, verdict)?;
+                    }
+                }
+                LogEntry::Abandon { origin_node, xid } => {
+                    let first = seen.record(origin_node, &xid, seqno, true);
+                    if act {
+                        self.deliver(seqno)?;
+                        self.finish(seqno);
+                        if origin_node == self.config.node_id
+                            && first == FirstSeen::Abandoned(seqno)
+                        {
+                            self.abandoned(&xid);
+                        }
+                    }
+                }
+            }
+            self.processed.send_replace(seqno);
+        }
+        Err(Fatal("the ordered log stopped".into()))
+    }
+
+    fn deliver(&self, seqno: u64) -> Result<(), Fatal> {
+        self.order
+            .lock()
+            .expect("order lock")
+            .delivered(seqno)
+            .map_err(|e| Fatal(e.to_string()))
+    }
+
+    fn act_on_write_set(
+        self: &Arc<Self>,
+        seqno: u64,
+        ws: WriteSet,
+        verdict: Option<Verdict>,
+    ) -> Result<(), Fatal> {
+        self.deliver(seqno)?;
+        let Some(verdict) = verdict else {
+            // A later copy of a decided transaction: nothing to do.
+            self.finish(seqno);
+            return Ok(());
+        };
+        if ws.origin_node != self.config.node_id {
+            return Err(Fatal(format!(
+                "seqno {seqno} is a write-set from node {}; applying other nodes' write-sets \
+                 is not implemented in this version — stopping rather than diverge",
+                ws.origin_node
+            )));
+        }
+        if matches!(verdict, Verdict::Fail(_)) {
+            // Nothing of it commits: it does not hold up later commits.
+            self.finish(seqno);
+        }
+        let waiter = self.waiters.lock().expect("waiters lock").remove(&ws.xid);
+        let delivered = Delivered::Certified { seqno, verdict };
+        if let Some(tx) = waiter
+            && tx.send(delivered).is_ok()
+        {
+            return Ok(());
+        }
+        // Nobody waits (the session is gone, or this node restarted): the
+        // pipeline resolves the prepared transaction itself, in turn.
+        let xid = String::from_utf8_lossy(&ws.xid).into_owned();
+        let pipeline = self.clone();
+        tokio::spawn(async move { pipeline.resolve_orphan(seqno, xid, verdict).await });
+        Ok(())
+    }
+
+    /// A transaction of this node that the log abandoned.
+    fn abandoned(self: &Arc<Self>, xid: &[u8]) {
+        let waiter = self.waiters.lock().expect("waiters lock").remove(xid);
+        if let Some(tx) = waiter
+            && tx.send(Delivered::Abandoned).is_ok()
+        {
+            return;
+        }
+        let xid = String::from_utf8_lossy(xid).into_owned();
+        let pipeline = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = pipeline.xa_end_prepared(&xid, "ROLLBACK").await {
+                tracing::error!(%xid, error = %e, "could not roll back an abandoned transaction");
+            }
+        });
+    }
+
+    async fn resolve_orphan(self: Arc<Self>, seqno: u64, xid: String, verdict: Verdict) {
+        let verb = match verdict {
+            Verdict::Pass { .. } => {
+                self.wait_turn(seqno).await;
+                "COMMIT"
+            }
+            Verdict::Fail(_) => "ROLLBACK",
+        };
+        match self.xa_end_prepared(&xid, verb).await {
+            Ok(()) => {
+                tracing::info!(seqno, %xid, verb, "resolved a prepared transaction nobody waited for")
+            }
+            Err(e) => {
+                tracing::error!(seqno, %xid, verb, error = %e, "could not resolve a prepared transaction")
+            }
+        }
+        if verb == "COMMIT" {
+            self.finish(seqno);
+        }
+    }
+
+    /// `XA COMMIT` / `XA ROLLBACK` of a prepared transaction from the
+    /// replicator's own connection; "unknown xid" means it was already
+    /// resolved (e.g. before a restart) and is fine.
+    async fn xa_end_prepared(&self, xid: &str, verb: &str) -> Result<(), mysql_async::Error> {
+        let mut conn = self.admin.get_conn().await?;
+        match conn.query_drop(format!("XA {verb} '{xid}'")).await {
+            Ok(()) => Ok(()),
+            Err(mysql_async::Error::Server(e)) if e.code == 1397 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Wait until every seqno before `seqno` has finished.
+    async fn wait_turn(&self, seqno: u64) {
+        let mut committed = self.committed.subscribe();
+        loop {
+            if self.order.lock().expect("order lock").is_turn(seqno) {
+                return;
+            }
+            if committed.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn finish(&self, seqno: u64) {
+        let moved = self.order.lock().expect("order lock").finish(seqno);
+        match moved {
+            Ok(Some(last)) => {
+                self.committed.send_replace(last);
+            }
+            Ok(None) => {
+                // Wake turn-waiters anyway: the head may have changed.
+                self.committed.send_modify(|_| {});
+            }
+            Err(e) => tracing::error!(seqno, error = %e, "commit order"),
+        }
+    }
+
+    /// Keep the durable position (last committed) in its file, at most
+    /// every `every`. It may lag: entries after it are acted on again
+    /// after a restart, which is harmless (resolving an already resolved
+    /// transaction is a no-op).
+    pub async fn keep_position(self: Arc<Self>, every: Duration) {
+        let mut committed = self.committed.subscribe();
+        let mut written = *committed.borrow();
+        loop {
+            if committed.changed().await.is_err() {
+                return;
+            }
+            let last = *committed.borrow_and_update();
+            if last != written {
+                let path = self.config.position_file.clone();
+                let bytes = last.to_string().into_bytes();
+                let result = tokio::task::spawn_blocking(move || {
+                    group::log_store::write_file_atomically(&path, &bytes)
+                })
+                .await;
+                match result {
+                    Ok(Ok(())) => written = last,
+                    Ok(Err(e)) => tracing::warn!(error = %e, "could not save the position"),
+                    Err(e) => tracing::warn!(error = %e, "could not save the position"),
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// Wait until the delivery loop has processed `seqno`.
+    pub async fn wait_processed(&self, seqno: u64, timeout: Duration) -> bool {
+        let mut processed = self.processed.subscribe();
+        tokio::time::timeout(timeout, processed.wait_for(|p| *p >= seqno))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// After catching up with the log: every transaction this node left
+    /// prepared that the log never decided is abandoned through the log
+    /// (so no copy of its write-set can commit later), then rolled back.
+    pub async fn abandon_undecided(self: &Arc<Self>) -> Result<usize, Fatal> {
+        let mut conn = self
+            .admin
+            .get_conn()
+            .await
+            .map_err(|e| Fatal(format!("XA RECOVER: {e}")))?;
+        let rows: Vec<(i64, i64, i64, Vec<u8>)> = conn
+            .query("XA RECOVER")
+            .await
+            .map_err(|e| Fatal(format!("XA RECOVER: {e}")))?;
+        drop(conn);
+        let prefix = self.xid_prefix();
+        let mut abandoned = 0;
+        for (_format, gtrid_len, _bqual_len, data) in rows {
+            let gtrid = data.get(..gtrid_len.max(0) as usize).unwrap_or(&data);
+            let xid = String::from_utf8_lossy(gtrid).into_owned();
+            if !xid.starts_with(&prefix) {
+                continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            self.waiters
+                .lock()
+                .expect("waiters lock")
+                .insert(gtrid.to_vec(), tx);
+            let marker = LogEntry::Abandon {
+                origin_node: self.config.node_id,
+                xid: gtrid.to_vec(),
+            };
+            self.member
+                .propose(marker.encode(), self.config.commit_timeout)
+                .await
+                .map_err(|e| Fatal(format!("abandoning {xid}: {e}")))?;
+            let verb = match tokio::time::timeout(self.config.commit_timeout, rx).await {
+                Ok(Ok(Delivered::Abandoned)) => "ROLLBACK",
+                Ok(Ok(Delivered::Certified {
+                    seqno,
+                    verdict: Verdict::Pass { .. },
+                })) => {
+                    self.wait_turn(seqno).await;
+                    let result = self.xa_end_prepared(&xid, "COMMIT").await;
+                    self.finish(seqno);
+                    result.map_err(|e| Fatal(format!("XA COMMIT '{xid}': {e}")))?;
+                    continue;
+                }
+                Ok(Ok(Delivered::Certified { .. })) => "ROLLBACK",
+                _ => return Err(Fatal(format!("abandoning {xid}: no decision in time"))),
+            };
+            self.xa_end_prepared(&xid, verb)
+                .await
+                .map_err(|e| Fatal(format!("XA {verb} '{xid}': {e}")))?;
+            tracing::info!(%xid, "rolled back a transaction prepared before a crash and never ordered");
+            abandoned += 1;
+        }
+        Ok(abandoned)
+    }
+
+    async fn decide_inner(
+        self: &Arc<Self>,
+        xid: &str,
+        depends_on: u64,
+        last_gtid: Option<String>,
+    ) -> Result<Decision, CommitError> {
+        let gtid = match last_gtid.as_deref().map(str::parse::<Gtid>) {
+            None => None,
+            Some(Ok(g)) => Some(g),
+            Some(Err(e)) => {
+                return Err(refused(
+                    1180,
+                    "HY000",
+                    format!("unreadable @@last_gtid: {e}"),
+                ));
+            }
+        };
+        let captured = match self.capture.take(xid.as_bytes(), gtid).await {
+            Ok(None) => return Ok(Decision::ReadOnly),
+            Ok(Some(c)) => c,
+            Err(e) => return Err(capture_refusal(e)),
+        };
+        if captured.bytes > self.config.max_writeset_bytes {
+            return Err(refused(
+                1180,
+                "HY000",
+                format!(
+                    "transaction too large to replicate: {} bytes of row events, limit {} \
+                     (max_writeset_bytes)",
+                    captured.bytes, self.config.max_writeset_bytes
+                ),
+            ));
+        }
+        let ws = WriteSet {
+            origin_node: self.config.node_id,
+            xid: xid.as_bytes().to_vec(),
+            depends_on,
+            keys: captured.keys,
+            body: captured.body,
+        };
+        let (tx, rx) = oneshot::channel();
+        self.waiters
+            .lock()
+            .expect("waiters lock")
+            .insert(xid.as_bytes().to_vec(), tx);
+        let timeout = self.config.commit_timeout;
+        if let Err(e) = self
+            .member
+            .propose(LogEntry::WriteSet(ws).encode(), timeout)
+            .await
+        {
+            // It may or may not be in the log: abandon it through the log,
+            // so whichever comes first decides for every node.
+            tracing::warn!(%xid, error = %e, "proposal failed; abandoning the transaction");
+            let marker = LogEntry::Abandon {
+                origin_node: self.config.node_id,
+                xid: xid.as_bytes().to_vec(),
+            };
+            if let Err(e2) = self.member.propose(marker.encode(), timeout).await {
+                return Err(CommitError::Indeterminate(format!(
+                    "{e}; and the abandon marker could not be ordered either: {e2}"
+                )));
+            }
+        }
+        let delivered = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(d)) => d,
+            _ => {
+                return Err(CommitError::Indeterminate(format!(
+                    "the log did not deliver the transaction within {timeout:?}"
+                )));
+            }
+        };
+        match delivered {
+            Delivered::Abandoned => Err(refused(
+                1047,
+                "08S01",
+                "the transaction could not be ordered by the cluster and was rolled back".into(),
+            )),
+            Delivered::Certified {
+                seqno,
+                verdict: Verdict::Pass { .. },
+            } => {
+                self.wait_turn(seqno).await;
+                Ok(Decision::Commit { seqno })
+            }
+            Delivered::Certified {
+                seqno,
+                verdict: Verdict::Fail(failure),
+            } => Ok(Decision::Conflict {
+                seqno,
+                reason: describe(failure),
+            }),
+        }
+    }
+}
+
+fn describe(failure: Failure) -> String {
+    match failure {
+        Failure::Conflict { with } => {
+            format!("a concurrent transaction committed first as seqno {with}")
+        }
+        Failure::TooOld {
+            depends_on,
+            oldest_allowed,
+        } => format!(
+            "the transaction's snapshot (seqno {depends_on}) is older than the certification \
+             window (oldest allowed {oldest_allowed})"
+        ),
+        Failure::DependsOnFuture { depends_on } => {
+            format!("the transaction's snapshot seqno {depends_on} is not in the past")
+        }
+    }
+}
+
+fn refused(code: u16, state: &'static str, message: String) -> CommitError {
+    CommitError::Refused {
+        code,
+        state,
+        message,
+    }
+}
+
+fn capture_refusal(e: CaptureError) -> CommitError {
+    let message = e.to_string();
+    match e {
+        CaptureError::NoPrimaryKey { .. } => refused(1173, "42000", message),
+        CaptureError::NotInnodb { .. } => refused(1235, "42000", message),
+        CaptureError::TooLarge { .. } => refused(1180, "HY000", message),
+        _ => refused(
+            1180,
+            "HY000",
+            format!("could not capture the transaction: {message}"),
+        ),
+    }
+}
+
+/// The proxy's view of the pipeline.
+#[derive(Clone)]
+pub struct Committer(pub Arc<Pipeline>);
+
+impl CommitService for Committer {
+    fn new_xid(&self) -> String {
+        let n = self.0.xid_counter.fetch_add(1, Ordering::Relaxed);
+        format!("{}{:016x}-{n:x}", self.0.xid_prefix(), self.0.xid_boot)
+    }
+
+    fn last_committed(&self) -> u64 {
+        *self.0.committed.borrow()
+    }
+
+    fn decide<'a>(
+        &'a self,
+        xid: &'a str,
+        depends_on: u64,
+        last_gtid: Option<String>,
+    ) -> BoxFuture<'a, Result<Decision, CommitError>> {
+        Box::pin(self.0.decide_inner(xid, depends_on, last_gtid))
+    }
+
+    fn finished(&self, seqno: u64) {
+        self.0.finish(seqno);
+    }
+
+    fn schema_changed(&self) {
+        self.0.capture.schema_changed();
+    }
+}
+
+impl From<GroupError> for Fatal {
+    fn from(e: GroupError) -> Self {
+        Fatal(e.to_string())
+    }
+}

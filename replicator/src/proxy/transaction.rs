@@ -1,0 +1,696 @@
+//! Transaction handling of one session: every transaction that may write
+//! runs inside `XA START '<xid>'` on the client's own backend connection,
+//! and ends through the commit service (capture, ordering, certification)
+//! with `XA COMMIT` or `XA ROLLBACK` + error 1213. MariaDB's semantics are
+//! kept: BEGIN / START TRANSACTION / COMMIT / ROLLBACK [AND CHAIN]
+//! [RELEASE], autocommit on and off, savepoints, implicit commits before
+//! DDL, LOCK TABLES and `SET autocommit = 1`, multi-statement queries,
+//! prepared statements (binary and SQL-level). Client-side XA is refused.
+//!
+//! Owns the session's transaction state; knows nothing of Raft: it talks
+//! to the cluster only through [`CommitService`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use super::classify::{self, BeginOptions, StatementClass};
+use super::packet::{Packet, ProtocolError};
+use super::response::Expect;
+use super::session::{Relay, Wire, expect_for, query_payload};
+use super::wire::{self, com, status};
+
+/// How the cluster decided a prepared transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// It wrote nothing that is replicated: commit locally.
+    ReadOnly,
+    /// Passed certification as `seqno`, and it is its turn: `XA COMMIT`,
+    /// then call [`CommitService::finished`].
+    Commit { seqno: u64 },
+    /// Failed certification: `XA ROLLBACK`, the client gets 1213 (no
+    /// [`CommitService::finished`] call: nothing of it commits).
+    Conflict { seqno: u64, reason: String },
+}
+
+/// Why a commit could not be decided.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// Refused before anything was ordered (e.g. a table without a primary
+    /// key, too large, not primary): roll back, the client gets the error.
+    #[error("{message}")]
+    Refused {
+        code: u16,
+        state: &'static str,
+        message: String,
+    },
+    /// The outcome is unknown (ordered or not): the transaction must stay
+    /// prepared until the log decides it, and the client loses its
+    /// connection (the standard signal for "outcome unknown").
+    #[error("commit outcome unknown: {0}")]
+    Indeterminate(String),
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the proxy needs from the cluster.
+pub trait CommitService: Send + Sync {
+    /// A new transaction id, unique on this node forever.
+    fn new_xid(&self) -> String;
+    /// Every seqno up to this one is committed here: a transaction that
+    /// starts now sees at least that much.
+    fn last_committed(&self) -> u64;
+    /// Decide the transaction `xid`, whose `XA PREPARE` just returned and
+    /// after which the session's `@@last_gtid` was `last_gtid`.
+    fn decide<'a>(
+        &'a self,
+        xid: &'a str,
+        depends_on: u64,
+        last_gtid: Option<String>,
+    ) -> BoxFuture<'a, Result<Decision, CommitError>>;
+    /// The `XA COMMIT` of `seqno` (a [`Decision::Commit`]) is done.
+    fn finished(&self, seqno: u64);
+    /// DDL ran: table metadata must be reloaded.
+    fn schema_changed(&self);
+}
+
+/// The transaction this session has open on its backend connection.
+#[derive(Debug, Clone)]
+enum Open {
+    /// Inside `XA START`.
+    Xa { xid: String, depends_on: u64 },
+    /// A plain transaction that can never write (START TRANSACTION READ
+    /// ONLY): it runs as the client sent it and is never replicated.
+    ReadOnly,
+}
+
+/// Errors that end a session.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("{0}")]
+    Server(String),
+    #[error("commit outcome unknown: {0}")]
+    Indeterminate(String),
+}
+
+/// What ended a statement, for multi-statement queries.
+enum Ended {
+    Ok,
+    Error,
+    /// The client asked to close the connection (RELEASE).
+    Release,
+}
+
+/// The transaction state of one session.
+pub struct Transactions<'s> {
+    service: &'s dyn CommitService,
+    open: Option<Open>,
+    /// The session's autocommit, as the server last reported it.
+    autocommit: bool,
+    /// Statement classes of prepared statements (binary protocol).
+    prepared: HashMap<u32, StatementClass>,
+    /// Statement classes of SQL-level prepared statements, by lowercase name.
+    sql_prepared: HashMap<String, StatementClass>,
+    /// `wsrep_sync_wait` as the client set it.
+    pub sync_wait: u64,
+}
+
+const ER_NOT_SUPPORTED: u16 = 1235;
+const ER_DEADLOCK: u16 = 1213;
+
+impl<'s> Transactions<'s> {
+    pub fn new(service: &'s dyn CommitService) -> Self {
+        Self {
+            service,
+            open: None,
+            autocommit: true,
+            prepared: HashMap::new(),
+            sql_prepared: HashMap::new(),
+            sync_wait: 0,
+        }
+    }
+
+    /// Serve the session until the client leaves.
+    pub async fn serve(&mut self, wire: &mut Wire) -> Result<(), SessionError> {
+        while let Some(command) = wire.next_command().await? {
+            if !self.command(wire, command).await? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Handle one client command; false when the session is over.
+    async fn command(&mut self, wire: &mut Wire, command: Packet) -> Result<bool, SessionError> {
+        let Some(&code) = command.payload.first() else {
+            wire.error_to_client(1047, "08S01", "empty command packet")
+                .await?;
+            return Ok(true);
+        };
+        match code {
+            com::QUIT => {
+                wire.send_only(&command.payload).await?;
+                return Ok(false);
+            }
+            com::QUERY => return self.query(wire, &command.payload).await,
+            com::STMT_PREPARE => {
+                let text = String::from_utf8_lossy(&command.payload[1..]);
+                let class = classify::classify(&text);
+                let relayed = wire
+                    .run(&command.payload, Expect::Prepare, forward())
+                    .await?;
+                if let Some((id, _, _)) = relayed.outcome.prepared {
+                    self.prepared.insert(id, class);
+                }
+                self.track(relayed.outcome.status);
+            }
+            com::STMT_EXECUTE | com::STMT_BULK_EXECUTE => {
+                let class = match command.payload.get(1..5) {
+                    Some(id) => self
+                        .prepared
+                        .get(&u32::from_le_bytes([id[0], id[1], id[2], id[3]]))
+                        .cloned()
+                        .unwrap_or(StatementClass::Write),
+                    None => StatementClass::Write,
+                };
+                return Ok(!matches!(
+                    self.statement(wire, &command.payload, class, false).await?,
+                    Ended::Release
+                ));
+            }
+            com::STMT_CLOSE => {
+                if let Some(id) = command.payload.get(1..5) {
+                    self.prepared
+                        .remove(&u32::from_le_bytes([id[0], id[1], id[2], id[3]]));
+                }
+                wire.send_only(&command.payload).await?;
+            }
+            com::CHANGE_USER | com::RESET_CONNECTION => {
+                // Both end any transaction on the server (an active XA
+                // branch is rolled back with the session's state).
+                let outcome = if code == com::CHANGE_USER {
+                    wire.change_user(&command.payload).await?
+                } else {
+                    wire.run(&command.payload, Expect::Single, forward())
+                        .await?
+                        .outcome
+                };
+                if outcome.error.is_none() {
+                    self.open = None;
+                    self.prepared.clear();
+                    self.sql_prepared.clear();
+                    self.sync_wait = 0;
+                }
+                self.track(outcome.status);
+            }
+            _ => match expect_for(code) {
+                Err(why) => wire.error_to_client(1047, "08S01", why).await?,
+                Ok(None) => wire.send_only(&command.payload).await?,
+                Ok(Some(expect)) => {
+                    let relayed = wire.run(&command.payload, expect, forward()).await?;
+                    self.track(relayed.outcome.status);
+                }
+            },
+        }
+        Ok(true)
+    }
+
+    /// Follow the server's autocommit flag.
+    fn track(&mut self, status: Option<u16>) {
+        if let Some(s) = status {
+            self.autocommit = s & status::AUTOCOMMIT != 0;
+        }
+    }
+
+    /// A COM_QUERY: one statement, or several when the client allows
+    /// multi-statements; each runs as MariaDB would run it alone, and the
+    /// client sees one multi-result response that stops at the first error.
+    async fn query(&mut self, wire: &mut Wire, payload: &[u8]) -> Result<bool, SessionError> {
+        let text = String::from_utf8_lossy(&payload[1..]).into_owned();
+        let multi = wire.handshake.has(wire::cap::CLIENT_MULTI_STATEMENTS);
+        let parts = if multi {
+            classify::split_statements(&text)
+        } else {
+            vec![0..text.len()]
+        };
+        if parts.len() <= 1 {
+            let class = classify::classify(&text);
+            return Ok(!matches!(
+                self.statement(wire, payload, class, false).await?,
+                Ended::Release
+            ));
+        }
+        let last = parts.len() - 1;
+        for (i, range) in parts.into_iter().enumerate() {
+            let sql = &text[range];
+            let class = classify::classify(sql);
+            match self
+                .statement(wire, &query_payload(sql), class, i < last)
+                .await?
+            {
+                Ended::Ok => {}
+                Ended::Error => break,
+                Ended::Release => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Run one statement (`payload` is the command to send: COM_QUERY with
+    /// its text, or COM_STMT_EXECUTE) according to its class. `more`: more
+    /// statements of the same query follow.
+    async fn statement(
+        &mut self,
+        wire: &mut Wire,
+        payload: &[u8],
+        class: StatementClass,
+        more: bool,
+    ) -> Result<Ended, SessionError> {
+        let relay = Relay {
+            to_client: true,
+            set_status: if more { status::MORE_RESULTS_EXISTS } else { 0 },
+            ..Relay::default()
+        };
+        match class {
+            StatementClass::Xa => {
+                self.refuse(
+                    wire,
+                    ER_NOT_SUPPORTED,
+                    "42000",
+                    "XA statements are not supported through the replicator (it runs every \
+                     transaction as an XA transaction itself)",
+                )
+                .await
+            }
+            StatementClass::Begin(options) => {
+                if !self.implicit_commit(wire).await? {
+                    return Ok(Ended::Error);
+                }
+                self.begin(wire, payload, options, relay).await
+            }
+            StatementClass::Commit { chain, release } => {
+                self.end(wire, payload, true, chain, release, relay).await
+            }
+            StatementClass::Rollback { chain, release } => {
+                self.end(wire, payload, false, chain, release, relay).await
+            }
+            StatementClass::Set {
+                autocommit,
+                autocommit_unknown,
+                sync_wait,
+                ..
+            } => {
+                if let Some(n) = sync_wait {
+                    self.sync_wait = n;
+                    return self.synthesized_ok(wire, relay).await;
+                }
+                // Turning autocommit on commits the open transaction.
+                let turning_on = autocommit == Some(true) || autocommit_unknown;
+                if turning_on && !self.autocommit && !self.implicit_commit(wire).await? {
+                    return Ok(Ended::Error);
+                }
+                self.pass(wire, payload, relay).await
+            }
+            StatementClass::ImplicitCommit(_) => {
+                if !self.implicit_commit(wire).await? {
+                    return Ok(Ended::Error);
+                }
+                let ended = self.pass(wire, payload, relay).await?;
+                self.service.schema_changed();
+                Ok(ended)
+            }
+            StatementClass::LockTables { .. } => {
+                if !self.implicit_commit(wire).await? {
+                    return Ok(Ended::Error);
+                }
+                self.pass(wire, payload, relay).await
+            }
+            StatementClass::SqlPrepare { name, text } => {
+                let class = text.map_or(StatementClass::Write, |t| classify::classify(&t));
+                self.sql_prepared.insert(name.to_lowercase(), class);
+                self.pass(wire, payload, relay).await
+            }
+            StatementClass::SqlDeallocate { name } => {
+                self.sql_prepared.remove(&name.to_lowercase());
+                self.pass(wire, payload, relay).await
+            }
+            StatementClass::SqlExecute { name } => {
+                let class = self
+                    .sql_prepared
+                    .get(&name.to_lowercase())
+                    .cloned()
+                    .unwrap_or(StatementClass::Write);
+                // The prepared text's class decides; it cannot be another
+                // EXECUTE (MariaDB refuses that), so this recursion ends.
+                let class = match class {
+                    StatementClass::SqlExecute { .. } => StatementClass::Write,
+                    c => c,
+                };
+                Box::pin(self.statement(wire, payload, class, more)).await
+            }
+            StatementClass::Session | StatementClass::TemporaryTable | StatementClass::Empty => {
+                self.pass(wire, payload, relay).await
+            }
+            StatementClass::Read | StatementClass::Savepoint => {
+                // With autocommit off, this statement starts a transaction
+                // that later statements may write in.
+                if self.open.is_none() && !self.autocommit && !self.xa_start(wire).await? {
+                    return Ok(Ended::Error);
+                }
+                self.pass(wire, payload, relay).await
+            }
+            StatementClass::RollbackToSavepoint | StatementClass::ReleaseSavepoint => {
+                self.pass(wire, payload, relay).await
+            }
+            StatementClass::Write => self.write(wire, payload, relay).await,
+        }
+    }
+
+    /// Relay a statement as it is.
+    async fn pass(
+        &mut self,
+        wire: &mut Wire,
+        payload: &[u8],
+        relay: Relay,
+    ) -> Result<Ended, SessionError> {
+        let relayed = wire.run(payload, Expect::Results, relay).await?;
+        self.track(relayed.outcome.status);
+        Ok(if relayed.outcome.error.is_some() {
+            Ended::Error
+        } else {
+            Ended::Ok
+        })
+    }
+
+    async fn refuse(
+        &mut self,
+        wire: &mut Wire,
+        code: u16,
+        state: &str,
+        message: &str,
+    ) -> Result<Ended, SessionError> {
+        wire.error_to_client(code, state, message).await?;
+        Ok(Ended::Error)
+    }
+
+    /// An OK the proxy answers itself (a setting it handles).
+    async fn synthesized_ok(
+        &mut self,
+        wire: &mut Wire,
+        relay: Relay,
+    ) -> Result<Ended, SessionError> {
+        let mut flags = if self.autocommit {
+            status::AUTOCOMMIT
+        } else {
+            0
+        };
+        if self.open.is_some() {
+            flags |= status::IN_TRANS;
+        }
+        flags |= relay.set_status;
+        wire.to_client(&wire::ok_packet(0, 0, flags, 0)).await?;
+        wire.flush_client().await?;
+        Ok(Ended::Ok)
+    }
+
+    /// Open an XA transaction (not visible to the client); false if the
+    /// server refused (the client has been told).
+    async fn xa_start(&mut self, wire: &mut Wire) -> Result<bool, SessionError> {
+        let xid = self.service.new_xid();
+        let depends_on = self.service.last_committed();
+        let outcome = wire.query(&format!("XA START '{xid}'")).await?;
+        if let Some(e) = outcome.error {
+            wire.error_to_client(e.code, &e.state, &e.message).await?;
+            return Ok(false);
+        }
+        self.open = Some(Open::Xa { xid, depends_on });
+        Ok(true)
+    }
+
+    /// BEGIN / START TRANSACTION.
+    async fn begin(
+        &mut self,
+        wire: &mut Wire,
+        payload: &[u8],
+        options: BeginOptions,
+        relay: Relay,
+    ) -> Result<Ended, SessionError> {
+        if options.read_only {
+            let ended = self.pass(wire, payload, relay).await?;
+            if matches!(ended, Ended::Ok) {
+                self.open = Some(Open::ReadOnly);
+            }
+            return Ok(ended);
+        }
+        let xid = self.service.new_xid();
+        let depends_on = self.service.last_committed();
+        let relayed = wire
+            .run(
+                &query_payload(&format!("XA START '{xid}'")),
+                Expect::Results,
+                Relay {
+                    hold_last: true,
+                    ..relay
+                },
+            )
+            .await?;
+        let held = relayed.held.unwrap_or_default();
+        if relayed.outcome.error.is_some() {
+            wire.to_client(&held).await?;
+            wire.flush_client().await?;
+            return Ok(Ended::Error);
+        }
+        self.open = Some(Open::Xa { xid, depends_on });
+        if options.consistent_snapshot {
+            // XA START cannot take WITH CONSISTENT SNAPSHOT; a consistent
+            // read of an InnoDB table creates the read view now instead.
+            let outcome = wire
+                .query("SELECT 1 FROM replicator.snapshot_anchor LIMIT 1")
+                .await?;
+            if let Some(e) = outcome.error {
+                tracing::warn!(error = %e.message, "could not take the consistent snapshot at BEGIN");
+            }
+        }
+        wire.to_client(&held).await?;
+        wire.flush_client().await?;
+        Ok(Ended::Ok)
+    }
+
+    /// COMMIT or ROLLBACK, with CHAIN and RELEASE.
+    async fn end(
+        &mut self,
+        wire: &mut Wire,
+        payload: &[u8],
+        commit: bool,
+        chain: bool,
+        release: bool,
+        relay: Relay,
+    ) -> Result<Ended, SessionError> {
+        match self.open.clone() {
+            None | Some(Open::ReadOnly) => {
+                let ended = self.pass(wire, payload, relay).await?;
+                if !chain {
+                    self.open = None;
+                }
+                return Ok(match ended {
+                    Ended::Ok if release => Ended::Release,
+                    e => e,
+                });
+            }
+            Some(Open::Xa { .. }) => {}
+        }
+        let result = if commit {
+            self.commit_open(wire).await?
+        } else {
+            self.rollback_open(wire).await?;
+            Ok(())
+        };
+        if let Err((code, state, message)) = result {
+            // The transaction is over either way (MariaDB: a failed COMMIT
+            // has rolled back); AND CHAIN does not start a new one.
+            wire.error_to_client(code, state, &message).await?;
+            return Ok(Ended::Error);
+        }
+        if chain && !self.xa_start(wire).await? {
+            return Ok(Ended::Error);
+        }
+        self.synthesized_ok(wire, relay).await?;
+        Ok(if release { Ended::Release } else { Ended::Ok })
+    }
+
+    /// A statement with an implicit commit: commit what is open first.
+    /// False if that commit failed (the client has been told; the
+    /// statement does not run).
+    async fn implicit_commit(&mut self, wire: &mut Wire) -> Result<bool, SessionError> {
+        match self.open {
+            None => Ok(true),
+            Some(Open::ReadOnly) => {
+                let outcome = wire.query("COMMIT").await?;
+                self.open = None;
+                self.track(outcome.status);
+                Ok(true)
+            }
+            Some(Open::Xa { .. }) => match self.commit_open(wire).await? {
+                Ok(()) => Ok(true),
+                Err((code, state, message)) => {
+                    wire.error_to_client(code, state, &message).await?;
+                    Ok(false)
+                }
+            },
+        }
+    }
+
+    /// A statement that may write.
+    async fn write(
+        &mut self,
+        wire: &mut Wire,
+        payload: &[u8],
+        relay: Relay,
+    ) -> Result<Ended, SessionError> {
+        if self.open.is_some() {
+            return self.pass(wire, payload, relay).await;
+        }
+        if !self.xa_start(wire).await? {
+            return Ok(Ended::Error);
+        }
+        if !self.autocommit {
+            // The statement starts a transaction the client ends later.
+            return self.pass(wire, payload, relay).await;
+        }
+        // Autocommit: the statement is its own transaction. Its last
+        // packet waits until the commit is decided.
+        let relayed = wire
+            .run(
+                payload,
+                Expect::Results,
+                Relay {
+                    hold_last: true,
+                    clear_status: status::IN_TRANS,
+                    ..relay
+                },
+            )
+            .await?;
+        let held = relayed.held.unwrap_or_default();
+        if relayed.outcome.error.is_some() {
+            self.rollback_open(wire).await?;
+            wire.to_client(&held).await?;
+            wire.flush_client().await?;
+            return Ok(Ended::Error);
+        }
+        match self.commit_open(wire).await? {
+            Ok(()) => {
+                wire.to_client(&held).await?;
+                wire.flush_client().await?;
+                Ok(Ended::Ok)
+            }
+            Err((code, state, message)) => {
+                // The client gets the error in place of the statement's end.
+                wire.error_to_client(code, state, &message).await?;
+                Ok(Ended::Error)
+            }
+        }
+    }
+
+    /// Roll back the open XA transaction.
+    async fn rollback_open(&mut self, wire: &mut Wire) -> Result<(), SessionError> {
+        let Some(Open::Xa { xid, .. }) = self.open.take() else {
+            return Ok(());
+        };
+        // XA END fails if the server already rolled the branch back (e.g.
+        // after a deadlock); XA ROLLBACK then reports it unknown: both fine.
+        let _ = wire.query(&format!("XA END '{xid}'")).await?;
+        let outcome = wire.query(&format!("XA ROLLBACK '{xid}'")).await?;
+        self.track(outcome.status);
+        Ok(())
+    }
+
+    /// Commit the open XA transaction through the cluster. `Err` carries
+    /// the error the client gets (the transaction is then rolled back).
+    async fn commit_open(
+        &mut self,
+        wire: &mut Wire,
+    ) -> Result<Result<(), (u16, &'static str, String)>, SessionError> {
+        let Some(Open::Xa { xid, depends_on }) = self.open.take() else {
+            return Ok(Ok(()));
+        };
+        let end = wire.query(&format!("XA END '{xid}'")).await?;
+        if let Some(e) = end.error {
+            let _ = wire.query(&format!("XA ROLLBACK '{xid}'")).await?;
+            return Ok(Err((e.code, "HY000", e.message)));
+        }
+        let prepare = wire.query(&format!("XA PREPARE '{xid}'")).await?;
+        if let Some(e) = prepare.error {
+            // A failed prepare has rolled the branch back.
+            let _ = wire.query(&format!("XA ROLLBACK '{xid}'")).await?;
+            return Ok(Err((e.code, "HY000", e.message)));
+        }
+        let last_gtid = self.last_gtid(wire).await?;
+        match self.service.decide(&xid, depends_on, last_gtid).await {
+            Ok(Decision::ReadOnly) => {
+                self.xa_finish(wire, &xid, "COMMIT").await?;
+                Ok(Ok(()))
+            }
+            Ok(Decision::Commit { seqno }) => {
+                let result = self.xa_finish(wire, &xid, "COMMIT").await;
+                self.service.finished(seqno);
+                result?;
+                Ok(Ok(()))
+            }
+            Ok(Decision::Conflict { seqno: _, reason }) => {
+                self.xa_finish(wire, &xid, "ROLLBACK").await?;
+                Ok(Err((
+                    ER_DEADLOCK,
+                    "40001",
+                    format!(
+                        "Deadlock found when trying to get lock; try restarting transaction \
+                         (certification failed: {reason})"
+                    ),
+                )))
+            }
+            Err(CommitError::Refused {
+                code,
+                state,
+                message,
+            }) => {
+                self.xa_finish(wire, &xid, "ROLLBACK").await?;
+                Ok(Err((code, state, message)))
+            }
+            Err(CommitError::Indeterminate(why)) => Err(SessionError::Indeterminate(why)),
+        }
+    }
+
+    /// `XA COMMIT` / `XA ROLLBACK` of a prepared transaction; the server
+    /// refusing it is fatal for the session (the cluster decided).
+    async fn xa_finish(
+        &mut self,
+        wire: &mut Wire,
+        xid: &str,
+        verb: &str,
+    ) -> Result<(), SessionError> {
+        let outcome = wire.query(&format!("XA {verb} '{xid}'")).await?;
+        self.track(outcome.status);
+        match outcome.error {
+            None => Ok(()),
+            Some(e) => Err(SessionError::Server(format!(
+                "XA {verb} '{xid}' failed after the cluster decided: {} ({})",
+                e.message, e.code
+            ))),
+        }
+    }
+
+    /// The session's `@@last_gtid` (None if it never wrote the binlog).
+    async fn last_gtid(&mut self, wire: &mut Wire) -> Result<Option<String>, SessionError> {
+        let value = wire.query_value("SELECT @@last_gtid").await?;
+        Ok(value.filter(|v| !v.is_empty()))
+    }
+}
+
+/// Relay everything to the client.
+fn forward() -> Relay {
+    Relay {
+        to_client: true,
+        ..Relay::default()
+    }
+}

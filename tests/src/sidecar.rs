@@ -1,0 +1,165 @@
+//! The real `replicator run` binary beside a [`crate::TestServer`], as a
+//! one-node cluster: started, waited for until clients can connect,
+//! killed or stopped like a real process.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use crate::TestServer;
+
+/// The client account the tests use through the sidecar.
+pub const APP_USER: &str = "app";
+pub const APP_PASSWORD: &str = "app-pw";
+
+/// A running sidecar.
+pub struct Sidecar {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+    args: Vec<String>,
+}
+
+/// Create the test client account and database `d` on `server`.
+pub async fn prepare_server(server: &TestServer) {
+    use mysql_async::prelude::*;
+    let mut root = server.root_conn().await.expect("root connection");
+    root.query_drop(format!(
+        "CREATE USER IF NOT EXISTS {APP_USER}@'%' IDENTIFIED BY '{APP_PASSWORD}'; \
+         GRANT ALL ON *.* TO {APP_USER}@'%'; CREATE DATABASE IF NOT EXISTS d"
+    ))
+    .await
+    .expect("create the test account");
+}
+
+impl Sidecar {
+    /// Start a new one-node cluster in `dir` in front of `server`.
+    pub async fn bootstrap(server: &TestServer, dir: &Path, extra: &[&str]) -> Self {
+        let port = crate::ports::free_port();
+        let group_port = crate::ports::free_port();
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--mariadb-socket".into(),
+            server.config().socket().display().to_string(),
+            "--user".into(),
+            "root".into(),
+            "--data-dir".into(),
+            dir.display().to_string(),
+            "--secret".into(),
+            "test-secret".into(),
+            "--group-listen".into(),
+            format!("127.0.0.1:{group_port}"),
+            "--bootstrap".into(),
+            "--heartbeat-ms".into(),
+            "50".into(),
+            "--election-timeout-min-ms".into(),
+            "300".into(),
+            "--election-timeout-max-ms".into(),
+            "600".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = spawn(&args, dir);
+        let mut sidecar = Self {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+            args,
+        };
+        sidecar.wait_ready().await;
+        sidecar
+    }
+
+    /// Start it again with the same arguments (after a kill or stop).
+    pub async fn restart(&mut self) {
+        self.child = spawn(&self.args, &self.dir);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "replicator exited with {status} before it was ready; log:\n{}",
+                    self.log()
+                );
+            }
+            if let Ok(conn) = mysql_async::Conn::new(self.opts()).await {
+                let _ = conn.disconnect().await;
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "replicator not ready in 60 s; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The replicator's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("replicator.log")).unwrap_or_default()
+    }
+
+    /// Client options for the test account, database `d`.
+    pub fn opts(&self) -> mysql_async::OptsBuilder {
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(self.port)
+            .user(Some(APP_USER))
+            .pass(Some(APP_PASSWORD))
+            .db_name(Some("d"))
+            .prefer_socket(false)
+    }
+
+    pub async fn conn(&self) -> mysql_async::Conn {
+        mysql_async::Conn::new(self.opts())
+            .await
+            .expect("connect through the replicator")
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub async fn kill(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// The process's exit, if it has exited (e.g. stopped itself).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+
+    /// The last committed seqno the node recorded (its position file).
+    pub fn position(&self) -> u64 {
+        std::fs::read_to_string(self.dir.join("position"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+fn spawn(args: &[String], dir: &Path) -> Child {
+    std::fs::create_dir_all(dir).expect("sidecar dir");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("replicator.log"))
+        .expect("log file");
+    Command::new(crate::binary("replicator"))
+        .args(args)
+        .env("RUST_LOG", "info,openraft=warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start replicator")
+}

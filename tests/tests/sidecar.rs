@@ -1,0 +1,360 @@
+//! One node, fully working: the real `replicator run` binary in front of a
+//! real MariaDB, as a one-voter cluster. Clients of every kind, every
+//! statement class with its outcome, first-committer-wins, bad input, and
+//! a kill -9 with transactions prepared but not committed.
+
+use std::time::Duration;
+
+use e2e::TestServer;
+use e2e::sidecar::{APP_PASSWORD, APP_USER, Sidecar, prepare_server};
+use mysql_async::prelude::*;
+
+struct Node {
+    server: TestServer,
+    sidecar: Sidecar,
+    _dir: tempfile::TempDir,
+}
+
+async fn node(extra: &[&str]) -> Node {
+    let server = TestServer::start().await.unwrap();
+    prepare_server(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::bootstrap(&server, &dir.path().join("replicator"), extra).await;
+    Node {
+        server,
+        sidecar,
+        _dir: dir,
+    }
+}
+
+/// Prepared XA transactions left on the server.
+async fn xa_recover(server: &TestServer) -> Vec<String> {
+    let mut root = server.root_conn().await.unwrap();
+    let rows: Vec<(i64, i64, i64, Vec<u8>)> = root.query("XA RECOVER").await.unwrap();
+    rows.into_iter()
+        .map(|r| String::from_utf8_lossy(&r.3).into_owned())
+        .collect()
+}
+
+async fn count(server: &TestServer, sql: &str) -> i64 {
+    let mut root = server.root_conn().await.unwrap();
+    root.query_first(sql).await.unwrap().unwrap()
+}
+
+fn code(e: &mysql_async::Error) -> Option<u16> {
+    match e {
+        mysql_async::Error::Server(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_classes_keep_mariadb_semantics() {
+    let n = node(&[]).await;
+    let mut c = n.sidecar.conn().await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+
+    // Autocommit write: durable, visible directly, nothing left prepared.
+    c.query_drop("INSERT INTO t VALUES (1, 10)").await.unwrap();
+    assert_eq!(count(&n.server, "SELECT COUNT(*) FROM d.t").await, 1);
+    assert!(xa_recover(&n.server).await.is_empty());
+
+    // ROLLBACK leaves nothing.
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (2, 20)").await.unwrap();
+    c.query_drop("ROLLBACK").await.unwrap();
+    assert_eq!(count(&n.server, "SELECT COUNT(*) FROM d.t").await, 1);
+
+    // Savepoints.
+    c.query_drop("START TRANSACTION").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (3, 30)").await.unwrap();
+    c.query_drop("SAVEPOINT s1").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (4, 40)").await.unwrap();
+    c.query_drop("ROLLBACK TO SAVEPOINT s1").await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    let ids: Vec<i32> = c.query("SELECT id FROM t ORDER BY id").await.unwrap();
+    assert_eq!(ids, vec![1, 3]);
+
+    // COMMIT AND CHAIN: the next transaction starts at once.
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("UPDATE t SET v = 11 WHERE id = 1").await.unwrap();
+    c.query_drop("COMMIT AND CHAIN").await.unwrap();
+    c.query_drop("UPDATE t SET v = 12 WHERE id = 1").await.unwrap();
+    c.query_drop("ROLLBACK").await.unwrap();
+    assert_eq!(
+        count(&n.server, "SELECT v FROM d.t WHERE id = 1").await,
+        11,
+        "the chained transaction was a transaction: its update rolled back"
+    );
+
+    // autocommit off: statements accumulate until COMMIT; SET autocommit=1
+    // commits what is open, as MariaDB does.
+    c.query_drop("SET autocommit = 0").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (5, 50)").await.unwrap();
+    assert_eq!(count(&n.server, "SELECT COUNT(*) FROM d.t WHERE id = 5").await, 0);
+    c.query_drop("SET autocommit = 1").await.unwrap();
+    assert_eq!(count(&n.server, "SELECT COUNT(*) FROM d.t WHERE id = 5").await, 1);
+
+    // DDL commits the open transaction first.
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (6, 60)").await.unwrap();
+    c.query_drop("CREATE TABLE t2 (id INT PRIMARY KEY)").await.unwrap();
+    assert_eq!(count(&n.server, "SELECT COUNT(*) FROM d.t WHERE id = 6").await, 1);
+
+    // Multi-statement with a transaction inside.
+    c.query_drop("BEGIN; INSERT INTO t VALUES (7, 70); INSERT INTO t VALUES (8, 80); COMMIT")
+        .await
+        .unwrap();
+    assert_eq!(count(&n.server, "SELECT COUNT(*) FROM d.t WHERE id IN (7, 8)").await, 2);
+
+    // Prepared statements inside and outside transactions.
+    let stmt = c.prep("INSERT INTO t VALUES (?, ?)").await.unwrap();
+    c.exec_drop(&stmt, (9, 90)).await.unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    c.exec_drop(&stmt, (10, 100)).await.unwrap();
+    c.query_drop("ROLLBACK").await.unwrap();
+    assert_eq!(count(&n.server, "SELECT COUNT(*) FROM d.t WHERE id IN (9, 10)").await, 1);
+
+    // SQL-level PREPARE / EXECUTE writes too.
+    c.query_drop("PREPARE p FROM 'INSERT INTO t VALUES (11, 110)'; EXECUTE p")
+        .await
+        .unwrap();
+    assert_eq!(count(&n.server, "SELECT COUNT(*) FROM d.t WHERE id = 11").await, 1);
+
+    // A read-only transaction is never replicated: no log entry between
+    // two writes.
+    c.query_drop("INSERT INTO t VALUES (12, 120)").await.unwrap();
+    let before = wait_position_moves(&n.sidecar, 0).await;
+    c.query_drop("START TRANSACTION READ ONLY; SELECT * FROM t; COMMIT")
+        .await
+        .unwrap();
+    c.query_drop("BEGIN; SELECT * FROM t; COMMIT").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (13, 130)").await.unwrap();
+    let after = wait_position_moves(&n.sidecar, before).await;
+    assert_eq!(after, before + 1, "only the write was ordered");
+
+    // Client-side XA is refused with a clear error and changes nothing.
+    let err = c.query_drop("XA START 'mine'").await.unwrap_err();
+    assert_eq!(code(&err), Some(1235), "{err}");
+    assert!(err.to_string().contains("XA"), "{err}");
+    assert!(xa_recover(&n.server).await.is_empty());
+}
+
+/// Wait until the node's recorded position is past `after`.
+async fn wait_position_moves(sidecar: &Sidecar, after: u64) -> u64 {
+    e2e::wait_for("the position to move", Duration::from_secs(20), || {
+        let p = sidecar.position();
+        (p > after).then_some(p)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_committer_wins_never_a_lost_update() {
+    let n = node(&[]).await;
+    let mut setup = n.sidecar.conn().await;
+    setup
+        .query_drop("CREATE TABLE acct (id INT PRIMARY KEY, balance INT); INSERT INTO acct VALUES (1, 100)")
+        .await
+        .unwrap();
+    let mut a = n.sidecar.conn().await;
+    let mut b = n.sidecar.conn().await;
+    a.query_drop("BEGIN").await.unwrap();
+    b.query_drop("BEGIN").await.unwrap();
+    let va: i64 = a.query_first("SELECT balance FROM acct WHERE id = 1").await.unwrap().unwrap();
+    let vb: i64 = b.query_first("SELECT balance FROM acct WHERE id = 1").await.unwrap().unwrap();
+    a.query_drop(format!("UPDATE acct SET balance = {} WHERE id = 1", va + 10))
+        .await
+        .unwrap();
+    a.query_drop("COMMIT").await.unwrap();
+    // b read the old balance: its update must not win.
+    let b_update = b
+        .query_drop(format!("UPDATE acct SET balance = {} WHERE id = 1", vb + 1))
+        .await;
+    let b_commit = match b_update {
+        Ok(()) => b.query_drop("COMMIT").await,
+        Err(e) => Err(e),
+    };
+    let err = b_commit.expect_err("the second committer must fail");
+    assert!(
+        matches!(code(&err), Some(1213) | Some(1020)),
+        "1213 or 1020 expected, got {err}"
+    );
+    assert_eq!(count(&n.server, "SELECT balance FROM d.acct WHERE id = 1").await, 110);
+    assert!(xa_recover(&n.server).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let n = node(&[]).await;
+    let mut c = n.sidecar.conn().await;
+    c.query_drop("CREATE TABLE nopk (a INT); CREATE TABLE ok (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    // A table without a primary key: refused, nothing written.
+    let err = c.query_drop("INSERT INTO nopk VALUES (1)").await.unwrap_err();
+    assert_eq!(code(&err), Some(1173), "{err}");
+    assert!(err.to_string().contains("primary key"), "{err}");
+    assert_eq!(count(&n.server, "SELECT COUNT(*) FROM d.nopk").await, 0);
+    // The session goes on.
+    c.query_drop("INSERT INTO ok VALUES (1)").await.unwrap();
+
+    // Malformed and truncated packets from other clients: those clients
+    // are disconnected; this session is untouched.
+    for garbage in [
+        &b"\x05\x00\x00"[..],                       // a truncated header
+        b"\xff\xff\xff\x00\x01\x02",                // a 16 MiB packet that never comes
+        b"\x01\x00\x00\x00\x03",                    // a command before authenticating
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",       // another protocol
+    ] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", n.sidecar.port))
+            .await
+            .unwrap();
+        let mut greeting = [0u8; 4];
+        s.read_exact(&mut greeting).await.unwrap();
+        s.write_all(garbage).await.unwrap();
+        drop(s);
+    }
+    c.query_drop("INSERT INTO ok VALUES (2)").await.unwrap();
+    let n_ok: i64 = c.query_first("SELECT COUNT(*) FROM ok").await.unwrap().unwrap();
+    assert_eq!(n_ok, 2);
+    assert!(xa_recover(&n.server).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_prepared_transactions_resolves_them_from_the_log() {
+    let mut n = node(&[]).await;
+    let mut setup = n.sidecar.conn().await;
+    setup
+        .query_drop("CREATE TABLE w (id INT PRIMARY KEY, writer INT)")
+        .await
+        .unwrap();
+    drop(setup);
+    let mut acknowledged = Vec::new();
+    let mut caught_prepared = false;
+    for round in 0..5 {
+        // Writers commit as fast as they can; the replicator dies mid-way.
+        let writers: Vec<_> = (0..6)
+            .map(|w| {
+                let opts = n.sidecar.opts();
+                tokio::spawn(async move {
+                    let mut acked = Vec::new();
+                    let Ok(mut c) = mysql_async::Conn::new(opts).await else {
+                        return acked;
+                    };
+                    for i in 0..10_000 {
+                        let id = round * 1_000_000 + w * 100_000 + i;
+                        match c.query_drop(format!("INSERT INTO w VALUES ({id}, {w})")).await {
+                            Ok(()) => acked.push(id),
+                            Err(_) => break,
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        n.sidecar.kill().await;
+        for w in writers {
+            acknowledged.extend(w.await.unwrap());
+        }
+        if !xa_recover(&n.server).await.is_empty() {
+            caught_prepared = true;
+        }
+        n.sidecar.restart().await;
+        assert!(
+            xa_recover(&n.server).await.is_empty(),
+            "after restart nothing is left prepared"
+        );
+        if caught_prepared && round >= 1 {
+            break;
+        }
+    }
+    assert!(caught_prepared, "no kill landed with a transaction prepared");
+    // Every acknowledged commit survived.
+    let mut c = n.sidecar.conn().await;
+    let present: Vec<i32> = c.query("SELECT id FROM w").await.unwrap();
+    let present: std::collections::HashSet<i32> = present.into_iter().collect();
+    let lost: Vec<_> = acknowledged.iter().filter(|id| !present.contains(id)).collect();
+    assert!(lost.is_empty(), "acknowledged commits lost: {lost:?}");
+    // And the node still works.
+    c.query_drop("INSERT INTO w VALUES (-1, -1)").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_client_works_through_the_replicator() {
+    let n = node(&[]).await;
+    let port = n.sidecar.port.to_string();
+    // The mariadb command-line client.
+    let out = tokio::process::Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "-P", &port, "-u", APP_USER])
+        .arg(format!("-p{APP_PASSWORD}"))
+        .args(["-N", "-B", "d", "-e"])
+        .arg("CREATE TABLE c (id INT PRIMARY KEY, s VARCHAR(10)); INSERT INTO c VALUES (1,'cli'); SELECT s FROM c")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cli");
+    // PyMySQL.
+    let script = format!(
+        "import pymysql\n\
+         c = pymysql.connect(host='127.0.0.1', port={port}, user='{APP_USER}', password='{APP_PASSWORD}', database='d')\n\
+         cur = c.cursor()\n\
+         cur.execute('INSERT INTO c VALUES (%s, %s)', (2, 'py'))\n\
+         c.commit()\n\
+         cur.execute('SELECT s FROM c ORDER BY id')\n\
+         print(','.join(r[0] for r in cur.fetchall()))\n"
+    );
+    let out = tokio::process::Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cli,py");
+    // mysql_async, binary protocol.
+    let mut c = n.sidecar.conn().await;
+    c.exec_drop("INSERT INTO c VALUES (?, ?)", (3, "async")).await.unwrap();
+    let n_rows: i64 = c.exec_first("SELECT COUNT(*) FROM c WHERE id > ?", (0,)).await.unwrap().unwrap();
+    assert_eq!(n_rows, 3);
+    // sysbench oltp_read_write with prepared statements: no errors.
+    let common = [
+        "--db-driver=mysql".to_string(),
+        "--mysql-host=127.0.0.1".into(),
+        format!("--mysql-port={port}"),
+        format!("--mysql-user={APP_USER}"),
+        format!("--mysql-password={APP_PASSWORD}"),
+        "--mysql-db=d".into(),
+        "--tables=2".into(),
+        "--table-size=1000".into(),
+        "--db-ps-mode=auto".into(),
+    ];
+    let prepare = tokio::process::Command::new("sysbench")
+        .arg("oltp_read_write")
+        .args(&common)
+        .arg("prepare")
+        .output()
+        .await
+        .unwrap();
+    assert!(prepare.status.success(), "{}", String::from_utf8_lossy(&prepare.stderr));
+    let run = tokio::process::Command::new("sysbench")
+        .arg("oltp_read_write")
+        .args(&common)
+        .args(["--threads=4", "--events=400", "--time=0"])
+        .arg("run")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{text}\n{}", String::from_utf8_lossy(&run.stderr));
+    let events = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("total number of events:"))
+        .map(|n| n.trim().parse::<u64>().unwrap());
+    assert_eq!(events, Some(400), "{text}");
+    assert!(!text.contains("FATAL"), "{text}");
+}
