@@ -73,8 +73,14 @@ impl GroupArgs {
             }
         };
         set(&mut config.heartbeat_ms, self.heartbeat_ms);
-        set(&mut config.election_timeout_min_ms, self.election_timeout_min_ms);
-        set(&mut config.election_timeout_max_ms, self.election_timeout_max_ms);
+        set(
+            &mut config.election_timeout_min_ms,
+            self.election_timeout_min_ms,
+        );
+        set(
+            &mut config.election_timeout_max_ms,
+            self.election_timeout_max_ms,
+        );
         set(&mut config.rpc_timeout_ms, self.rpc_timeout_ms);
         set(&mut config.retention_entries, self.retention_entries);
         set(&mut config.retention_bytes, self.retention_bytes);

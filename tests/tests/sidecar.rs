@@ -79,9 +79,13 @@ async fn statement_classes_keep_mariadb_semantics() {
 
     // COMMIT AND CHAIN: the next transaction starts at once.
     c.query_drop("BEGIN").await.unwrap();
-    c.query_drop("UPDATE t SET v = 11 WHERE id = 1").await.unwrap();
+    c.query_drop("UPDATE t SET v = 11 WHERE id = 1")
+        .await
+        .unwrap();
     c.query_drop("COMMIT AND CHAIN").await.unwrap();
-    c.query_drop("UPDATE t SET v = 12 WHERE id = 1").await.unwrap();
+    c.query_drop("UPDATE t SET v = 12 WHERE id = 1")
+        .await
+        .unwrap();
     c.query_drop("ROLLBACK").await.unwrap();
     assert_eq!(
         count(&n.server, "SELECT v FROM d.t WHERE id = 1").await,
@@ -93,21 +97,35 @@ async fn statement_classes_keep_mariadb_semantics() {
     // commits what is open, as MariaDB does.
     c.query_drop("SET autocommit = 0").await.unwrap();
     c.query_drop("INSERT INTO t VALUES (5, 50)").await.unwrap();
-    assert_eq!(count(&n.server, "SELECT COUNT(*) FROM d.t WHERE id = 5").await, 0);
+    assert_eq!(
+        count(&n.server, "SELECT COUNT(*) FROM d.t WHERE id = 5").await,
+        0
+    );
     c.query_drop("SET autocommit = 1").await.unwrap();
-    assert_eq!(count(&n.server, "SELECT COUNT(*) FROM d.t WHERE id = 5").await, 1);
+    assert_eq!(
+        count(&n.server, "SELECT COUNT(*) FROM d.t WHERE id = 5").await,
+        1
+    );
 
     // DDL commits the open transaction first.
     c.query_drop("BEGIN").await.unwrap();
     c.query_drop("INSERT INTO t VALUES (6, 60)").await.unwrap();
-    c.query_drop("CREATE TABLE t2 (id INT PRIMARY KEY)").await.unwrap();
-    assert_eq!(count(&n.server, "SELECT COUNT(*) FROM d.t WHERE id = 6").await, 1);
+    c.query_drop("CREATE TABLE t2 (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&n.server, "SELECT COUNT(*) FROM d.t WHERE id = 6").await,
+        1
+    );
 
     // Multi-statement with a transaction inside.
     c.query_drop("BEGIN; INSERT INTO t VALUES (7, 70); INSERT INTO t VALUES (8, 80); COMMIT")
         .await
         .unwrap();
-    assert_eq!(count(&n.server, "SELECT COUNT(*) FROM d.t WHERE id IN (7, 8)").await, 2);
+    assert_eq!(
+        count(&n.server, "SELECT COUNT(*) FROM d.t WHERE id IN (7, 8)").await,
+        2
+    );
 
     // Prepared statements inside and outside transactions.
     let stmt = c.prep("INSERT INTO t VALUES (?, ?)").await.unwrap();
@@ -115,25 +133,38 @@ async fn statement_classes_keep_mariadb_semantics() {
     c.query_drop("BEGIN").await.unwrap();
     c.exec_drop(&stmt, (10, 100)).await.unwrap();
     c.query_drop("ROLLBACK").await.unwrap();
-    assert_eq!(count(&n.server, "SELECT COUNT(*) FROM d.t WHERE id IN (9, 10)").await, 1);
+    assert_eq!(
+        count(&n.server, "SELECT COUNT(*) FROM d.t WHERE id IN (9, 10)").await,
+        1
+    );
 
     // SQL-level PREPARE / EXECUTE writes too.
     c.query_drop("PREPARE p FROM 'INSERT INTO t VALUES (11, 110)'; EXECUTE p")
         .await
         .unwrap();
-    assert_eq!(count(&n.server, "SELECT COUNT(*) FROM d.t WHERE id = 11").await, 1);
+    assert_eq!(
+        count(&n.server, "SELECT COUNT(*) FROM d.t WHERE id = 11").await,
+        1
+    );
 
-    // A read-only transaction is never replicated: no log entry between
-    // two writes.
-    c.query_drop("INSERT INTO t VALUES (12, 120)").await.unwrap();
-    let before = wait_position_moves(&n.sidecar, 0).await;
+    // A read-only transaction is never replicated: between two writes the
+    // node's replicated write-sets and last committed seqno move by one.
+    c.query_drop("INSERT INTO t VALUES (12, 120)")
+        .await
+        .unwrap();
+    let before = wsrep(&mut c).await;
     c.query_drop("START TRANSACTION READ ONLY; SELECT * FROM t; COMMIT")
         .await
         .unwrap();
-    c.query_drop("BEGIN; SELECT * FROM t; COMMIT").await.unwrap();
-    c.query_drop("INSERT INTO t VALUES (13, 130)").await.unwrap();
-    let after = wait_position_moves(&n.sidecar, before).await;
-    assert_eq!(after, before + 1, "only the write was ordered");
+    c.query_drop("BEGIN; SELECT * FROM t; UPDATE t SET v = v WHERE id = -1; COMMIT")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO t VALUES (13, 130)")
+        .await
+        .unwrap();
+    let after = wsrep(&mut c).await;
+    assert_eq!(after.0, before.0 + 1, "only the write was replicated");
+    assert_eq!(after.1, before.1 + 1, "only the write was ordered");
 
     // Client-side XA is refused with a clear error and changes nothing.
     let err = c.query_drop("XA START 'mine'").await.unwrap_err();
@@ -142,13 +173,21 @@ async fn statement_classes_keep_mariadb_semantics() {
     assert!(xa_recover(&n.server).await.is_empty());
 }
 
-/// Wait until the node's recorded position is past `after`.
-async fn wait_position_moves(sidecar: &Sidecar, after: u64) -> u64 {
-    e2e::wait_for("the position to move", Duration::from_secs(20), || {
-        let p = sidecar.position();
-        (p > after).then_some(p)
-    })
-    .await
+/// (wsrep_replicated, wsrep_last_committed) through the replicator.
+async fn wsrep(c: &mut mysql_async::Conn) -> (u64, u64) {
+    let rows: Vec<(String, String)> = c
+        .query("SHOW STATUS WHERE Variable_name IN ('wsrep_replicated', 'wsrep_last_committed')")
+        .await
+        .unwrap();
+    let get = |name: &str| {
+        rows.iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name} missing from {rows:?}"))
+            .1
+            .parse()
+            .unwrap()
+    };
+    (get("wsrep_replicated"), get("wsrep_last_committed"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,18 +195,31 @@ async fn first_committer_wins_never_a_lost_update() {
     let n = node(&[]).await;
     let mut setup = n.sidecar.conn().await;
     setup
-        .query_drop("CREATE TABLE acct (id INT PRIMARY KEY, balance INT); INSERT INTO acct VALUES (1, 100)")
+        .query_drop(
+            "CREATE TABLE acct (id INT PRIMARY KEY, balance INT); INSERT INTO acct VALUES (1, 100)",
+        )
         .await
         .unwrap();
     let mut a = n.sidecar.conn().await;
     let mut b = n.sidecar.conn().await;
     a.query_drop("BEGIN").await.unwrap();
     b.query_drop("BEGIN").await.unwrap();
-    let va: i64 = a.query_first("SELECT balance FROM acct WHERE id = 1").await.unwrap().unwrap();
-    let vb: i64 = b.query_first("SELECT balance FROM acct WHERE id = 1").await.unwrap().unwrap();
-    a.query_drop(format!("UPDATE acct SET balance = {} WHERE id = 1", va + 10))
+    let va: i64 = a
+        .query_first("SELECT balance FROM acct WHERE id = 1")
         .await
+        .unwrap()
         .unwrap();
+    let vb: i64 = b
+        .query_first("SELECT balance FROM acct WHERE id = 1")
+        .await
+        .unwrap()
+        .unwrap();
+    a.query_drop(format!(
+        "UPDATE acct SET balance = {} WHERE id = 1",
+        va + 10
+    ))
+    .await
+    .unwrap();
     a.query_drop("COMMIT").await.unwrap();
     // b read the old balance: its update must not win.
     let b_update = b
@@ -182,7 +234,10 @@ async fn first_committer_wins_never_a_lost_update() {
         matches!(code(&err), Some(1213) | Some(1020)),
         "1213 or 1020 expected, got {err}"
     );
-    assert_eq!(count(&n.server, "SELECT balance FROM d.acct WHERE id = 1").await, 110);
+    assert_eq!(
+        count(&n.server, "SELECT balance FROM d.acct WHERE id = 1").await,
+        110
+    );
     assert!(xa_recover(&n.server).await.is_empty());
 }
 
@@ -194,7 +249,10 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         .await
         .unwrap();
     // A table without a primary key: refused, nothing written.
-    let err = c.query_drop("INSERT INTO nopk VALUES (1)").await.unwrap_err();
+    let err = c
+        .query_drop("INSERT INTO nopk VALUES (1)")
+        .await
+        .unwrap_err();
     assert_eq!(code(&err), Some(1173), "{err}");
     assert!(err.to_string().contains("primary key"), "{err}");
     assert_eq!(count(&n.server, "SELECT COUNT(*) FROM d.nopk").await, 0);
@@ -204,10 +262,10 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     // Malformed and truncated packets from other clients: those clients
     // are disconnected; this session is untouched.
     for garbage in [
-        &b"\x05\x00\x00"[..],                       // a truncated header
-        b"\xff\xff\xff\x00\x01\x02",                // a 16 MiB packet that never comes
-        b"\x01\x00\x00\x00\x03",                    // a command before authenticating
-        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",       // another protocol
+        &b"\x05\x00\x00"[..],                 // a truncated header
+        b"\xff\xff\xff\x00\x01\x02",          // a 16 MiB packet that never comes
+        b"\x01\x00\x00\x00\x03",              // a command before authenticating
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", // another protocol
     ] {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", n.sidecar.port))
@@ -219,7 +277,11 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         drop(s);
     }
     c.query_drop("INSERT INTO ok VALUES (2)").await.unwrap();
-    let n_ok: i64 = c.query_first("SELECT COUNT(*) FROM ok").await.unwrap().unwrap();
+    let n_ok: i64 = c
+        .query_first("SELECT COUNT(*) FROM ok")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(n_ok, 2);
     assert!(xa_recover(&n.server).await.is_empty());
 }
@@ -247,7 +309,10 @@ async fn kill_9_with_prepared_transactions_resolves_them_from_the_log() {
                     };
                     for i in 0..10_000 {
                         let id = round * 1_000_000 + w * 100_000 + i;
-                        match c.query_drop(format!("INSERT INTO w VALUES ({id}, {w})")).await {
+                        match c
+                            .query_drop(format!("INSERT INTO w VALUES ({id}, {w})"))
+                            .await
+                        {
                             Ok(()) => acked.push(id),
                             Err(_) => break,
                         }
@@ -273,12 +338,18 @@ async fn kill_9_with_prepared_transactions_resolves_them_from_the_log() {
             break;
         }
     }
-    assert!(caught_prepared, "no kill landed with a transaction prepared");
+    assert!(
+        caught_prepared,
+        "no kill landed with a transaction prepared"
+    );
     // Every acknowledged commit survived.
     let mut c = n.sidecar.conn().await;
     let present: Vec<i32> = c.query("SELECT id FROM w").await.unwrap();
     let present: std::collections::HashSet<i32> = present.into_iter().collect();
-    let lost: Vec<_> = acknowledged.iter().filter(|id| !present.contains(id)).collect();
+    let lost: Vec<_> = acknowledged
+        .iter()
+        .filter(|id| !present.contains(id))
+        .collect();
     assert!(lost.is_empty(), "acknowledged commits lost: {lost:?}");
     // And the node still works.
     c.query_drop("INSERT INTO w VALUES (-1, -1)").await.unwrap();
@@ -297,7 +368,11 @@ async fn every_kind_of_client_works_through_the_replicator() {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cli");
     // PyMySQL.
     let script = format!(
@@ -314,12 +389,22 @@ async fn every_kind_of_client_works_through_the_replicator() {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cli,py");
     // mysql_async, binary protocol.
     let mut c = n.sidecar.conn().await;
-    c.exec_drop("INSERT INTO c VALUES (?, ?)", (3, "async")).await.unwrap();
-    let n_rows: i64 = c.exec_first("SELECT COUNT(*) FROM c WHERE id > ?", (0,)).await.unwrap().unwrap();
+    c.exec_drop("INSERT INTO c VALUES (?, ?)", (3, "async"))
+        .await
+        .unwrap();
+    let n_rows: i64 = c
+        .exec_first("SELECT COUNT(*) FROM c WHERE id > ?", (0,))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(n_rows, 3);
     // sysbench oltp_read_write with prepared statements: no errors.
     let common = [
@@ -340,7 +425,11 @@ async fn every_kind_of_client_works_through_the_replicator() {
         .output()
         .await
         .unwrap();
-    assert!(prepare.status.success(), "{}", String::from_utf8_lossy(&prepare.stderr));
+    assert!(
+        prepare.status.success(),
+        "{}",
+        String::from_utf8_lossy(&prepare.stderr)
+    );
     let run = tokio::process::Command::new("sysbench")
         .arg("oltp_read_write")
         .args(&common)
@@ -350,7 +439,11 @@ async fn every_kind_of_client_works_through_the_replicator() {
         .await
         .unwrap();
     let text = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "{text}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let events = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("total number of events:"))

@@ -37,6 +37,9 @@ enum Delivered {
     },
     /// Its origin abandoned it before its write-set was ordered.
     Abandoned,
+    /// Its write-set was ordered before the abandon marker, at this seqno
+    /// (the pipeline resolves it in turn).
+    OrderedEarlier(u64),
 }
 
 /// Settings of the pipeline.
@@ -70,6 +73,10 @@ pub struct Pipeline {
     processed: watch::Sender<u64>,
     xid_boot: u64,
     xid_counter: AtomicU64,
+    /// This node's write-sets ordered (first copies), and how many of them
+    /// failed certification.
+    replicated: AtomicU64,
+    cert_failures: AtomicU64,
 }
 
 /// A condition that must stop the node: continuing could make this
@@ -112,6 +119,8 @@ impl Pipeline {
             processed: watch::channel(0).0,
             xid_boot: rand::random(),
             xid_counter: AtomicU64::new(0),
+            replicated: AtomicU64::new(0),
+            cert_failures: AtomicU64::new(0),
         })
     }
 
@@ -179,10 +188,18 @@ impl Pipeline {
                     if act {
                         self.deliver(seqno)?;
                         self.finish(seqno);
-                        if origin_node == self.config.node_id
-                            && first == FirstSeen::Abandoned(seqno)
-                        {
-                            self.abandoned(&xid);
+                        if origin_node == self.config.node_id {
+                            match first {
+                                FirstSeen::Abandoned(s) if s == seqno => self.abandoned(&xid),
+                                FirstSeen::WriteSet(earlier) => {
+                                    let waiter =
+                                        self.waiters.lock().expect("waiters lock").remove(&xid);
+                                    if let Some(tx) = waiter {
+                                        let _ = tx.send(Delivered::OrderedEarlier(earlier));
+                                    }
+                                }
+                                FirstSeen::Abandoned(_) => {}
+                            }
                         }
                     }
                 }
@@ -219,8 +236,10 @@ impl Pipeline {
                 ws.origin_node
             )));
         }
+        self.replicated.fetch_add(1, Ordering::Relaxed);
         if matches!(verdict, Verdict::Fail(_)) {
             // Nothing of it commits: it does not hold up later commits.
+            self.cert_failures.fetch_add(1, Ordering::Relaxed);
             self.finish(seqno);
         }
         let waiter = self.waiters.lock().expect("waiters lock").remove(&ws.xid);
@@ -352,10 +371,29 @@ impl Pipeline {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// Wait until every delivered seqno has finished (no commit pending).
+    async fn wait_all_finished(&self) {
+        let mut committed = self.committed.subscribe();
+        loop {
+            {
+                let order = self.order.lock().expect("order lock");
+                if order.last_committed() == order.last_delivered() {
+                    return;
+                }
+            }
+            if committed.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// After catching up with the log: every transaction this node left
     /// prepared that the log never decided is abandoned through the log
     /// (so no copy of its write-set can commit later), then rolled back.
     pub async fn abandon_undecided(self: &Arc<Self>) -> Result<usize, Fatal> {
+        // Transactions the log did decide are being resolved in turn;
+        // let that finish so that XA RECOVER shows only undecided ones.
+        self.wait_all_finished().await;
         let mut conn = self
             .admin
             .get_conn()
@@ -400,6 +438,12 @@ impl Pipeline {
                     continue;
                 }
                 Ok(Ok(Delivered::Certified { .. })) => "ROLLBACK",
+                Ok(Ok(Delivered::OrderedEarlier(seqno))) => {
+                    // Decided by its write-set; the pipeline resolves it.
+                    let mut committed = self.committed.subscribe();
+                    let _ = committed.wait_for(|c| *c >= seqno).await;
+                    continue;
+                }
                 _ => return Err(Fatal(format!("abandoning {xid}: no decision in time"))),
             };
             self.xa_end_prepared(&xid, verb)
@@ -484,7 +528,7 @@ impl Pipeline {
             }
         };
         match delivered {
-            Delivered::Abandoned => Err(refused(
+            Delivered::Abandoned | Delivered::OrderedEarlier(_) => Err(refused(
                 1047,
                 "08S01",
                 "the transaction could not be ordered by the cluster and was rolled back".into(),
@@ -576,6 +620,53 @@ impl CommitService for Committer {
 
     fn schema_changed(&self) {
         self.0.capture.schema_changed();
+    }
+
+    fn status(&self) -> Vec<(String, String)> {
+        let p = &self.0;
+        let s = p.member.status();
+        let primary = s.primary.is_primary();
+        let on = |b: bool| if b { "ON" } else { "OFF" }.to_string();
+        let voters = s.members.iter().filter(|m| m.voter).count();
+        let index = s
+            .members
+            .iter()
+            .position(|m| m.node_id == s.node_id)
+            .unwrap_or(0);
+        [
+            (
+                "wsrep_cluster_status",
+                if primary { "Primary" } else { "non-Primary" }.to_string(),
+            ),
+            ("wsrep_cluster_size", voters.to_string()),
+            ("wsrep_connected", on(true)),
+            ("wsrep_ready", on(primary)),
+            (
+                "wsrep_local_state",
+                if primary { "4" } else { "0" }.to_string(),
+            ),
+            (
+                "wsrep_local_state_comment",
+                if primary { "Synced" } else { "Initialized" }.to_string(),
+            ),
+            ("wsrep_local_index", index.to_string()),
+            ("wsrep_last_committed", p.committed.borrow().to_string()),
+            (
+                "wsrep_replicated",
+                p.replicated.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "wsrep_local_cert_failures",
+                p.cert_failures.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "wsrep_flow_control_paused_by",
+                format!("{:?}", s.flow_control_paused_by),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
     }
 }
 

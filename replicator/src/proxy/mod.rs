@@ -8,6 +8,7 @@
 //! - [`response`] — the response state machine (when a response ends).
 //! - [`session`] — one session's two connections and relaying.
 //! - [`classify`] — lexer-level statement classification and splitting.
+//! - [`status`] — `SHOW STATUS LIKE 'wsrep%'` answered with the node's state.
 //! - [`transaction`] — transactions as XA, ended through the cluster's
 //!   [`transaction::CommitService`].
 //!
@@ -18,6 +19,7 @@ pub mod handshake;
 pub mod packet;
 pub mod response;
 pub mod session;
+pub mod status;
 pub mod transaction;
 pub mod wire;
 

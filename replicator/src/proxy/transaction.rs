@@ -72,6 +72,8 @@ pub trait CommitService: Send + Sync {
     fn finished(&self, seqno: u64);
     /// DDL ran: table metadata must be reloaded.
     fn schema_changed(&self);
+    /// The node's state as Galera status variables (`wsrep_…`).
+    fn status(&self) -> Vec<(String, String)>;
 }
 
 /// The transaction this session has open on its backend connection.
@@ -228,14 +230,24 @@ impl<'s> Transactions<'s> {
     /// multi-statements; each runs as MariaDB would run it alone, and the
     /// client sees one multi-result response that stops at the first error.
     async fn query(&mut self, wire: &mut Wire, payload: &[u8]) -> Result<bool, SessionError> {
-        let text = String::from_utf8_lossy(&payload[1..]).into_owned();
-        let multi = wire.handshake.has(wire::cap::CLIENT_MULTI_STATEMENTS);
+        // Statement text that is not UTF-8 (e.g. binary literals in another
+        // character set) is classified leniently and never split: byte
+        // offsets of a lossy copy would not match the original.
+        let (text, exact) = match std::str::from_utf8(&payload[1..]) {
+            Ok(t) => (t.to_string(), true),
+            Err(_) => (String::from_utf8_lossy(&payload[1..]).into_owned(), false),
+        };
+        let multi = exact && wire.handshake.has(wire::cap::CLIENT_MULTI_STATEMENTS);
         let parts = if multi {
             classify::split_statements(&text)
         } else {
-            vec![0..text.len()]
+            Vec::new()
         };
         if parts.len() <= 1 {
+            if let Some(filter) = super::status::wsrep_status_request(&text) {
+                self.status_variables(wire, &filter).await?;
+                return Ok(true);
+            }
             let class = classify::classify(&text);
             return Ok(!matches!(
                 self.statement(wire, payload, class, false).await?,
@@ -377,11 +389,25 @@ impl<'s> Transactions<'s> {
     ) -> Result<Ended, SessionError> {
         let relayed = wire.run(payload, Expect::Results, relay).await?;
         self.track(relayed.outcome.status);
-        Ok(if relayed.outcome.error.is_some() {
-            Ended::Error
-        } else {
-            Ended::Ok
-        })
+        match relayed.outcome.error {
+            None => Ok(Ended::Ok),
+            Some(e) => {
+                self.after_error(wire, e.code).await?;
+                Ok(Ended::Error)
+            }
+        }
+    }
+
+    /// After a statement failed: errors that roll back the whole
+    /// transaction in InnoDB (deadlock, snapshot-isolation conflict) leave
+    /// an XA branch "rollback only"; finish rolling it back, so the session
+    /// is outside any transaction, as it would be without XA.
+    async fn after_error(&mut self, wire: &mut Wire, code: u16) -> Result<(), SessionError> {
+        const ROLLS_BACK_TRANSACTION: [u16; 4] = [1213, 1020, 1614, 1402];
+        if ROLLS_BACK_TRANSACTION.contains(&code) && matches!(self.open, Some(Open::Xa { .. })) {
+            self.rollback_open(wire).await?;
+        }
+        Ok(())
     }
 
     async fn refuse(
@@ -413,6 +439,33 @@ impl<'s> Transactions<'s> {
         wire.to_client(&wire::ok_packet(0, 0, flags, 0)).await?;
         wire.flush_client().await?;
         Ok(Ended::Ok)
+    }
+
+    /// Answer a `SHOW STATUS` about wsrep variables from the node's state.
+    async fn status_variables(
+        &mut self,
+        wire: &mut Wire,
+        filter: &super::status::Filter,
+    ) -> Result<(), SessionError> {
+        let rows: Vec<(String, String)> = self
+            .service
+            .status()
+            .into_iter()
+            .filter(|(name, _)| filter.matches(name))
+            .collect();
+        let mut flags = if self.autocommit {
+            status::AUTOCOMMIT
+        } else {
+            0
+        };
+        if self.open.is_some() {
+            flags |= status::IN_TRANS;
+        }
+        for packet in super::status::result_set(&rows, wire.deprecate_eof(), flags) {
+            wire.to_client(&packet).await?;
+        }
+        wire.flush_client().await?;
+        Ok(())
     }
 
     /// Open an XA transaction (not visible to the client); false if the
