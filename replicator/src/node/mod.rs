@@ -184,6 +184,7 @@ pub async fn run(
     let result = tokio::select! {
         _ = shutdown => Ok(()),
         r = &mut delivery => Err(flatten(r)),
+        fatal = pipeline.stopped() => Err(NodeError::Fatal(fatal)),
     };
     proxy.abort();
     capture.shutdown().await;

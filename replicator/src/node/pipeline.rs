@@ -77,6 +77,12 @@ pub struct Pipeline {
     /// failed certification.
     replicated: AtomicU64,
     cert_failures: AtomicU64,
+    /// Set when something outside the delivery loop must stop the node.
+    stopped: watch::Sender<Option<String>>,
+    /// Verdicts of this node's write-sets re-read at start-up at or below
+    /// the recorded position, by xid: recovery resolves one still
+    /// prepared by its verdict instead of abandoning it.
+    replayed_own: Mutex<HashMap<Vec<u8>, (u64, Verdict)>>,
 }
 
 /// A condition that must stop the node: continuing could make this
@@ -121,6 +127,8 @@ impl Pipeline {
             xid_counter: AtomicU64::new(0),
             replicated: AtomicU64::new(0),
             cert_failures: AtomicU64::new(0),
+            stopped: watch::channel(None).0,
+            replayed_own: Mutex::new(HashMap::new()),
         })
     }
 
@@ -181,6 +189,13 @@ impl Pipeline {
                     };
                     if act {
                         self.act_on_write_set(seqno, ws, verdict)?;
+                    } else if let Some(verdict) = verdict
+                        && ws.origin_node == self.config.node_id
+                    {
+                        self.replayed_own
+                            .lock()
+                            .expect("replayed lock")
+                            .insert(ws.xid, (seqno, verdict));
                     }
                 }
                 LogEntry::Abandon { origin_node, xid } => {
@@ -207,6 +222,21 @@ impl Pipeline {
             self.processed.send_replace(seqno);
         }
         Err(Fatal("the ordered log stopped".into()))
+    }
+
+    /// Stop the node: continuing could make it diverge.
+    fn stop(&self, why: String) {
+        tracing::error!(reason = %why, "stopping the node");
+        self.stopped.send_replace(Some(why));
+    }
+
+    /// Resolves when something asked the node to stop; the reason.
+    pub async fn stopped(&self) -> Fatal {
+        let mut rx = self.stopped.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(reason) => Fatal(reason.clone().unwrap_or_default()),
+            Err(_) => Fatal("the pipeline was dropped".into()),
+        }
     }
 
     fn deliver(&self, seqno: u64) -> Result<(), Fatal> {
@@ -405,11 +435,31 @@ impl Pipeline {
             .map_err(|e| Fatal(format!("XA RECOVER: {e}")))?;
         drop(conn);
         let prefix = self.xid_prefix();
+        let _release = ReleaseOnDrop(&self.replayed_own);
         let mut abandoned = 0;
         for (_format, gtrid_len, _bqual_len, data) in rows {
             let gtrid = data.get(..gtrid_len.max(0) as usize).unwrap_or(&data);
             let xid = String::from_utf8_lossy(gtrid).into_owned();
             if !xid.starts_with(&prefix) {
+                continue;
+            }
+            // Decided at or below the recorded position (its XA COMMIT or
+            // ROLLBACK did not survive): resolve it by its verdict.
+            let replayed = self
+                .replayed_own
+                .lock()
+                .expect("replayed lock")
+                .get(gtrid)
+                .copied();
+            if let Some((seqno, verdict)) = replayed {
+                let verb = match verdict {
+                    Verdict::Pass { .. } => "COMMIT",
+                    Verdict::Fail(_) => "ROLLBACK",
+                };
+                self.xa_end_prepared(&xid, verb)
+                    .await
+                    .map_err(|e| Fatal(format!("XA {verb} '{xid}': {e}")))?;
+                tracing::info!(seqno, %xid, verb, "resolved a prepared transaction from the replayed log");
                 continue;
             }
             let (tx, rx) = oneshot::channel();
@@ -551,6 +601,17 @@ impl Pipeline {
     }
 }
 
+/// Empties the replayed verdicts once recovery is over.
+struct ReleaseOnDrop<'a>(&'a Mutex<HashMap<Vec<u8>, (u64, Verdict)>>);
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.0.lock() {
+            *map = HashMap::new();
+        }
+    }
+}
+
 fn describe(failure: Failure) -> String {
     match failure {
         Failure::Conflict { with } => {
@@ -614,8 +675,34 @@ impl CommitService for Committer {
         Box::pin(self.0.decide_inner(xid, depends_on, last_gtid))
     }
 
-    fn finished(&self, seqno: u64) {
-        self.0.finish(seqno);
+    fn finished(&self, seqno: u64, xid: &str, committed: bool) {
+        if committed {
+            self.0.finish(seqno);
+            return;
+        }
+        // The cluster decided to commit it and the session could not: the
+        // pipeline commits it from its own connection, or stops the node
+        // (a restart resolves it from the log).
+        let pipeline = self.0.clone();
+        let xid = xid.to_string();
+        tokio::spawn(async move {
+            for attempt in 0..10u32 {
+                match pipeline.xa_end_prepared(&xid, "COMMIT").await {
+                    Ok(()) => {
+                        pipeline.finish(seqno);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(seqno, %xid, attempt, error = %e, "XA COMMIT from the replicator's connection failed");
+                        tokio::time::sleep(Duration::from_millis(200 << attempt.min(5))).await;
+                    }
+                }
+            }
+            pipeline.stop(format!(
+                "transaction {xid} (seqno {seqno}) passed certification but cannot be committed \
+                 locally; stopping so that recovery commits it from the log"
+            ));
+        });
     }
 
     fn schema_changed(&self) {

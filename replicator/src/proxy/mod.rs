@@ -124,6 +124,14 @@ async fn client_session(
             return Err(SessionError::Protocol(e.into()));
         }
     };
-    let mut wire = Wire::open(client, server, config.max_packet).await?;
+    let handshake = Wire::open(client, server, config.max_packet);
+    let mut wire = tokio::time::timeout(config.connect_timeout, handshake)
+        .await
+        .map_err(|_| {
+            SessionError::Protocol(packet::ProtocolError::Malformed(format!(
+                "no complete handshake within {:?}",
+                config.connect_timeout
+            )))
+        })??;
     Transactions::new(service).serve(&mut wire).await
 }

@@ -68,8 +68,10 @@ pub trait CommitService: Send + Sync {
         depends_on: u64,
         last_gtid: Option<String>,
     ) -> BoxFuture<'a, Result<Decision, CommitError>>;
-    /// The `XA COMMIT` of `seqno` (a [`Decision::Commit`]) is done.
-    fn finished(&self, seqno: u64);
+    /// The `XA COMMIT` of `seqno` (a [`Decision::Commit`]) is done — or,
+    /// when `committed` is false, it could not be done on the session's
+    /// connection and the service must see to it (the cluster decided).
+    fn finished(&self, seqno: u64, xid: &str, committed: bool);
     /// DDL ran: table metadata must be reloaded.
     fn schema_changed(&self);
     /// The node's state as Galera status variables (`wsrep_…`).
@@ -687,7 +689,7 @@ impl<'s> Transactions<'s> {
             }
             Ok(Decision::Commit { seqno }) => {
                 let result = self.xa_finish(wire, &xid, "COMMIT").await;
-                self.service.finished(seqno);
+                self.service.finished(seqno, &xid, result.is_ok());
                 result?;
                 Ok(Ok(()))
             }
