@@ -522,6 +522,7 @@ impl Pipeline {
                 ));
             }
         };
+        let started = std::time::Instant::now();
         let captured = match self.capture.take(xid.as_bytes(), gtid).await {
             Ok(None) => return Ok(Decision::ReadOnly),
             Ok(Some(c)) => c,
@@ -545,6 +546,7 @@ impl Pipeline {
             keys: captured.keys,
             body: captured.body,
         };
+        let captured_at = started.elapsed();
         let (tx, rx) = oneshot::channel();
         self.waiters
             .lock()
@@ -587,7 +589,15 @@ impl Pipeline {
                 seqno,
                 verdict: Verdict::Pass { .. },
             } => {
+                let certified_at = started.elapsed();
                 self.wait_turn(seqno).await;
+                tracing::debug!(
+                    seqno,
+                    capture_us = captured_at.as_micros() as u64,
+                    certified_us = certified_at.as_micros() as u64,
+                    turn_us = started.elapsed().as_micros() as u64,
+                    "commit decided"
+                );
                 Ok(Decision::Commit { seqno })
             }
             Delivered::Certified {
