@@ -9,8 +9,7 @@ use mysql_async::prelude::*;
 
 struct Proxied {
     server: TestServer,
-    /// Keeps the replicator running for the test.
-    _sidecar: Sidecar,
+    sidecar: Sidecar,
     port: u16,
     _dir: tempfile::TempDir,
 }
@@ -24,34 +23,23 @@ async fn start() -> Proxied {
     let port = sidecar.port;
     Proxied {
         server,
-        _sidecar: sidecar,
+        sidecar,
         port,
         _dir: dir,
     }
 }
 
-fn opts(port: u16, password: &str) -> mysql_async::OptsBuilder {
-    mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(port)
-        .user(Some("app"))
-        .pass(Some(password))
-        .db_name(Some("d"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_work_through_the_proxy_as_directly() {
     let p = start().await;
-    let err = mysql_async::Conn::new(opts(p.port, "wrong"))
+    let err = mysql_async::Conn::new(p.sidecar.opts().pass(Some("wrong")))
         .await
         .unwrap_err();
     assert!(
         err.to_string().contains("Access denied"),
         "the server's own refusal: {err}"
     );
-    let mut c = mysql_async::Conn::new(opts(p.port, "app-pw"))
-        .await
-        .unwrap();
+    let mut c = p.sidecar.conn().await;
     c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))")
         .await
         .unwrap();
