@@ -374,6 +374,28 @@ async fn every_kind_of_client_works_through_the_replicator() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cli");
+    // The node's state as Galera status variables, to the same client.
+    let out = tokio::process::Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "-P", &port, "-u", APP_USER])
+        .arg(format!("-p{APP_PASSWORD}"))
+        .args([
+            "-N",
+            "-B",
+            "-e",
+            "SHOW GLOBAL STATUS LIKE 'wsrep_ready'; SHOW STATUS LIKE 'wsrep_cluster_s%'",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "wsrep_ready\tON\nwsrep_cluster_status\tPrimary\nwsrep_cluster_size\t1"
+    );
     // PyMySQL.
     let script = format!(
         "import pymysql\n\

@@ -30,6 +30,11 @@ impl Handshake {
     pub fn has(&self, flag: u32) -> bool {
         self.client_caps & u64::from(flag) != 0
     }
+
+    /// Whether the client asked for one of MariaDB's extended capabilities.
+    pub fn has_extended(&self, flag: u32) -> bool {
+        (self.client_caps >> 32) & u64::from(flag) != 0
+    }
 }
 
 /// Offsets in the greeting that the proxy edits.

@@ -102,7 +102,7 @@ fn lenenc_str(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
 }
 
-fn column(name: &str) -> Vec<u8> {
+fn column(name: &str, extended_metadata: bool) -> Vec<u8> {
     let mut p = Vec::new();
     for part in [
         "def",
@@ -114,6 +114,10 @@ fn column(name: &str) -> Vec<u8> {
     ] {
         lenenc_str(&mut p, part.as_bytes());
     }
+    if extended_metadata {
+        // MariaDB's extended type information: none.
+        lenenc_str(&mut p, b"");
+    }
     p.push(0x0c);
     p.extend_from_slice(&33u16.to_le_bytes()); // utf8_general_ci
     p.extend_from_slice(&4096u32.to_le_bytes());
@@ -124,9 +128,21 @@ fn column(name: &str) -> Vec<u8> {
     p
 }
 
+/// How the client wants result sets shaped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Shape {
+    pub deprecate_eof: bool,
+    pub extended_metadata: bool,
+}
+
 /// The packets of a two-column result set (`Variable_name`, `Value`).
-pub fn result_set(rows: &[(String, String)], deprecate_eof: bool, flags: u16) -> Vec<Vec<u8>> {
-    let mut packets = vec![vec![2u8], column("Variable_name"), column("Value")];
+pub fn result_set(rows: &[(String, String)], shape: Shape, flags: u16) -> Vec<Vec<u8>> {
+    let deprecate_eof = shape.deprecate_eof;
+    let mut packets = vec![
+        vec![2u8],
+        column("Variable_name", shape.extended_metadata),
+        column("Value", shape.extended_metadata),
+    ];
     let eof = |flags: u16| {
         let mut p = vec![0xfe, 0, 0];
         p.extend_from_slice(&flags.to_le_bytes());
@@ -195,7 +211,11 @@ mod tests {
         let rows = vec![("wsrep_ready".to_string(), "ON".to_string())];
         for deprecate in [false, true] {
             let mut r = ResponseReader::new(Expect::Results, deprecate);
-            let packets = result_set(&rows, deprecate, status::AUTOCOMMIT);
+            let shape = Shape {
+                deprecate_eof: deprecate,
+                extended_metadata: deprecate,
+            };
+            let packets = result_set(&rows, shape, status::AUTOCOMMIT);
             for (i, p) in packets.iter().enumerate() {
                 let step = r.feed(p).unwrap();
                 assert_eq!(matches!(step, Step::Done(_)), i == packets.len() - 1);

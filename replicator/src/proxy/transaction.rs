@@ -463,7 +463,13 @@ impl<'s> Transactions<'s> {
         if self.open.is_some() {
             flags |= status::IN_TRANS;
         }
-        for packet in super::status::result_set(&rows, wire.deprecate_eof(), flags) {
+        let shape = super::status::Shape {
+            deprecate_eof: wire.deprecate_eof(),
+            extended_metadata: wire
+                .handshake
+                .has_extended(wire::cap::MARIADB_CLIENT_EXTENDED_METADATA),
+        };
+        for packet in super::status::result_set(&rows, shape, flags) {
             wire.to_client(&packet).await?;
         }
         wire.flush_client().await?;

@@ -19,6 +19,8 @@ pub mod cap {
     pub const CLIENT_DEPRECATE_EOF: u32 = 0x0100_0000;
     /// MariaDB extended capabilities (the upper 32 bits).
     pub const MARIADB_CLIENT_CACHE_METADATA: u32 = 1 << 4;
+    /// Column definitions carry an extra length-encoded field.
+    pub const MARIADB_CLIENT_EXTENDED_METADATA: u32 = 1 << 3;
 }
 
 /// Server status flags.
