@@ -10,6 +10,7 @@
 pub mod checks;
 pub mod order;
 pub mod pipeline;
+pub mod prepared;
 pub mod seen;
 
 use std::future::Future;
@@ -22,6 +23,11 @@ use crate::capture::{Capture, CaptureConfig};
 use crate::config::RunConfig;
 use crate::proxy::{Backend, ProxyConfig};
 use pipeline::{Committer, Fatal, Pipeline, PipelineConfig, read_position};
+
+/// The least time given to waits that do not depend on the commit path's
+/// latency (the local binlog, the start-up read of the cluster position),
+/// whatever `commit_timeout` is.
+const LOCAL_WAIT: Duration = Duration::from_secs(10);
 
 /// Why a node stopped or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +122,8 @@ pub async fn run(
             allow_tables_without_pk: config.allow_tables_without_pk,
             max_writeset_bytes: config.max_writeset_bytes,
             own_schema: "replicator".into(),
-            timeout: config.commit_timeout,
+            // Waits for the local binlog, not for the cluster.
+            timeout: config.commit_timeout.max(LOCAL_WAIT),
         },
     )
     .await
@@ -142,7 +149,7 @@ pub async fn run(
     let recovered = async {
         let mut primary = member.primary();
         let _ = primary.wait_for(|p| p.is_primary()).await;
-        let read = tokio::time::timeout(config.commit_timeout, member.read_index())
+        let read = tokio::time::timeout(config.commit_timeout.max(LOCAL_WAIT), member.read_index())
             .await
             .map_err(|_| NodeError::Start("reading the cluster's position timed out".into()))?
             .map_err(|e| NodeError::Start(format!("reading the cluster's position: {e}")))?;

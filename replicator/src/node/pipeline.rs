@@ -26,7 +26,12 @@ use crate::proxy::transaction::{BoxFuture, CommitError, CommitService, Decision}
 use crate::writeset::{LogEntry, WriteSet};
 
 use super::order::CommitOrder;
+use super::prepared::{Ended, PreparedResolver};
 use super::seen::{FirstSeen, Seen};
+
+/// How long the pipeline keeps trying to end a prepared transaction the
+/// log decided before it stops the node (a restart resolves it).
+const RESOLVE_PATIENCE: Duration = Duration::from_secs(60);
 
 /// What the log decided for a local transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +67,10 @@ pub struct Pipeline {
     config: PipelineConfig,
     member: GroupMember,
     capture: Capture,
-    /// The replicator's own connections (resolving orphans, XA RECOVER).
+    /// The replicator's own connections (XA RECOVER).
     admin: mysql_async::Pool,
+    /// Ends prepared transactions whose sessions cannot.
+    resolver: PreparedResolver,
     order: Mutex<CommitOrder>,
     /// Last committed seqno; every change also wakes sessions waiting for
     /// their turn.
@@ -118,6 +125,7 @@ impl Pipeline {
             config,
             member,
             capture,
+            resolver: PreparedResolver::new(admin.clone(), RESOLVE_PATIENCE),
             admin,
             order: Mutex::new(CommitOrder::new(position)),
             committed: watch::channel(position).0,
@@ -207,13 +215,14 @@ impl Pipeline {
                             match first {
                                 FirstSeen::Abandoned(s) if s == seqno => self.abandoned(&xid),
                                 FirstSeen::WriteSet(earlier) => {
-                                    let waiter =
-                                        self.waiters.lock().expect("waiters lock").remove(&xid);
-                                    if let Some(tx) = waiter {
-                                        let _ = tx.send(Delivered::OrderedEarlier(earlier));
-                                    }
+                                    self.notify(&xid, Delivered::OrderedEarlier(earlier));
                                 }
-                                FirstSeen::Abandoned(_) => {}
+                                // Abandoned by an earlier marker (already
+                                // rolled back if nobody waited): only a
+                                // waiter for this marker needs the answer.
+                                FirstSeen::Abandoned(_) => {
+                                    self.notify(&xid, Delivered::Abandoned);
+                                }
                             }
                         }
                     }
@@ -287,54 +296,115 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Hand `delivered` to the session waiting for `xid`, if any; whether
+    /// one took it.
+    fn notify(&self, xid: &[u8], delivered: Delivered) -> bool {
+        let waiter = self.waiters.lock().expect("waiters lock").remove(xid);
+        waiter.is_some_and(|tx| tx.send(delivered).is_ok())
+    }
+
     /// A transaction of this node that the log abandoned.
     fn abandoned(self: &Arc<Self>, xid: &[u8]) {
-        let waiter = self.waiters.lock().expect("waiters lock").remove(xid);
-        if let Some(tx) = waiter
-            && tx.send(Delivered::Abandoned).is_ok()
-        {
+        if self.notify(xid, Delivered::Abandoned) {
             return;
         }
         let xid = String::from_utf8_lossy(xid).into_owned();
         let pipeline = self.clone();
+        tokio::spawn(async move { pipeline.rollback_decided(&xid).await });
+    }
+
+    async fn resolve_orphan(self: Arc<Self>, seqno: u64, xid: String, verdict: Verdict) {
+        match verdict {
+            Verdict::Pass { .. } => {
+                self.wait_turn(seqno).await;
+                self.commit_decided(seqno, &xid).await;
+            }
+            Verdict::Fail(_) => self.rollback_decided(&xid).await,
+        }
+    }
+
+    /// `XA COMMIT` of `seqno` (its turn has come) from the replicator's
+    /// connection, then let later commits go; if it cannot be done, stop
+    /// the node (later commits must not overtake it; recovery commits it).
+    async fn commit_decided(&self, seqno: u64, xid: &str) {
+        match self.resolver.end(xid, "COMMIT").await {
+            Ok(ended) => {
+                tracing::info!(seqno, %xid, ?ended, "committed a prepared transaction its session could not");
+                self.finish(seqno);
+            }
+            Err(e) => self.stop(format!(
+                "transaction {xid} (seqno {seqno}) passed certification but cannot be committed \
+                 locally ({e}); stopping so that recovery commits it from the log"
+            )),
+        }
+    }
+
+    /// `XA ROLLBACK` of a transaction the log rejected or abandoned (or
+    /// that was never ordered); if it cannot be done, stop the node (its
+    /// locks would block every later writer; recovery rolls it back).
+    async fn rollback_decided(&self, xid: &str) {
+        match self.resolver.end(xid, "ROLLBACK").await {
+            Ok(ended) => {
+                tracing::info!(%xid, ?ended, "rolled back a prepared transaction its session could not")
+            }
+            Err(e) => self.stop(format!(
+                "transaction {xid} must be rolled back and cannot be ({e}); stopping so that \
+                 recovery rolls it back"
+            )),
+        }
+    }
+
+    /// Order an abandon marker for `xid`, retrying until one is ordered:
+    /// whichever of its write-set and a marker comes first in the log
+    /// decides it, and the delivery loop then ends it.
+    fn abandon_until_ordered(self: &Arc<Self>, xid: &str) {
+        let pipeline = self.clone();
+        let marker = LogEntry::Abandon {
+            origin_node: self.config.node_id,
+            xid: xid.as_bytes().to_vec(),
+        }
+        .encode();
+        let xid = xid.to_string();
         tokio::spawn(async move {
-            if let Err(e) = pipeline.xa_end_prepared(&xid, "ROLLBACK").await {
-                tracing::error!(%xid, error = %e, "could not roll back an abandoned transaction");
+            let mut pause = Duration::from_millis(100);
+            while pipeline.stopped.borrow().is_none() {
+                match pipeline
+                    .member
+                    .propose(marker.clone(), pipeline.config.commit_timeout)
+                    .await
+                {
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::warn!(%xid, error = %e, "abandon marker not ordered yet; retrying");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(5));
+                    }
+                }
             }
         });
     }
 
-    async fn resolve_orphan(self: Arc<Self>, seqno: u64, xid: String, verdict: Verdict) {
-        let verb = match verdict {
-            Verdict::Pass { .. } => {
-                self.wait_turn(seqno).await;
-                "COMMIT"
-            }
-            Verdict::Fail(_) => "ROLLBACK",
-        };
-        match self.xa_end_prepared(&xid, verb).await {
-            Ok(()) => {
-                tracing::info!(seqno, %xid, verb, "resolved a prepared transaction nobody waited for")
-            }
-            Err(e) => {
-                tracing::error!(seqno, %xid, verb, error = %e, "could not resolve a prepared transaction")
-            }
+    /// A session stops waiting for `xid`'s delivery. If the delivery loop
+    /// already took its waiter, the answer is (about to be) in `rx` and is
+    /// returned; otherwise nothing will answer it any more, the log is
+    /// asked to abandon it, and the outcome is unknown to the client.
+    async fn stop_waiting(
+        self: &Arc<Self>,
+        xid: &str,
+        rx: oneshot::Receiver<Delivered>,
+        why: String,
+    ) -> Result<Delivered, CommitError> {
+        let ours = self
+            .waiters
+            .lock()
+            .expect("waiters lock")
+            .remove(xid.as_bytes())
+            .is_some();
+        if !ours && let Ok(delivered) = rx.await {
+            return Ok(delivered);
         }
-        if verb == "COMMIT" {
-            self.finish(seqno);
-        }
-    }
-
-    /// `XA COMMIT` / `XA ROLLBACK` of a prepared transaction from the
-    /// replicator's own connection; "unknown xid" means it was already
-    /// resolved (e.g. before a restart) and is fine.
-    async fn xa_end_prepared(&self, xid: &str, verb: &str) -> Result<(), mysql_async::Error> {
-        let mut conn = self.admin.get_conn().await?;
-        match conn.query_drop(format!("XA {verb} '{xid}'")).await {
-            Ok(()) => Ok(()),
-            Err(mysql_async::Error::Server(e)) if e.code == 1397 => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.abandon_until_ordered(xid);
+        Err(CommitError::Indeterminate(why))
     }
 
     /// Wait until every seqno before `seqno` has finished.
@@ -438,7 +508,7 @@ impl Pipeline {
         let _release = ReleaseOnDrop(&self.replayed_own);
         let mut abandoned = 0;
         for (_format, gtrid_len, _bqual_len, data) in rows {
-            let gtrid = data.get(..gtrid_len.max(0) as usize).unwrap_or(&data);
+            let gtrid = super::prepared::gtrid(gtrid_len, &data);
             let xid = String::from_utf8_lossy(gtrid).into_owned();
             if !xid.starts_with(&prefix) {
                 continue;
@@ -456,9 +526,7 @@ impl Pipeline {
                     Verdict::Pass { .. } => "COMMIT",
                     Verdict::Fail(_) => "ROLLBACK",
                 };
-                self.xa_end_prepared(&xid, verb)
-                    .await
-                    .map_err(|e| Fatal(format!("XA {verb} '{xid}': {e}")))?;
+                self.end_in_recovery(&xid, verb).await?;
                 tracing::info!(seqno, %xid, verb, "resolved a prepared transaction from the replayed log");
                 continue;
             }
@@ -482,9 +550,8 @@ impl Pipeline {
                     verdict: Verdict::Pass { .. },
                 })) => {
                     self.wait_turn(seqno).await;
-                    let result = self.xa_end_prepared(&xid, "COMMIT").await;
+                    self.end_in_recovery(&xid, "COMMIT").await?;
                     self.finish(seqno);
-                    result.map_err(|e| Fatal(format!("XA COMMIT '{xid}': {e}")))?;
                     continue;
                 }
                 Ok(Ok(Delivered::Certified { .. })) => "ROLLBACK",
@@ -496,13 +563,18 @@ impl Pipeline {
                 }
                 _ => return Err(Fatal(format!("abandoning {xid}: no decision in time"))),
             };
-            self.xa_end_prepared(&xid, verb)
-                .await
-                .map_err(|e| Fatal(format!("XA {verb} '{xid}': {e}")))?;
+            self.end_in_recovery(&xid, verb).await?;
             tracing::info!(%xid, "rolled back a transaction prepared before a crash and never ordered");
             abandoned += 1;
         }
         Ok(abandoned)
+    }
+
+    async fn end_in_recovery(&self, xid: &str, verb: &'static str) -> Result<Ended, Fatal> {
+        self.resolver
+            .end(xid, verb)
+            .await
+            .map_err(|e| Fatal(e.to_string()))
     }
 
     async fn decide_inner(
@@ -547,7 +619,7 @@ impl Pipeline {
             body: captured.body,
         };
         let captured_at = started.elapsed();
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = oneshot::channel();
         self.waiters
             .lock()
             .expect("waiters lock")
@@ -566,19 +638,39 @@ impl Pipeline {
                 xid: xid.as_bytes().to_vec(),
             };
             if let Err(e2) = self.member.propose(marker.encode(), timeout).await {
-                return Err(CommitError::Indeterminate(format!(
-                    "{e}; and the abandon marker could not be ordered either: {e2}"
-                )));
+                let why = format!("{e}; and the abandon marker could not be ordered either: {e2}");
+                return self.decided_after_giving_up(xid, rx, why, started).await;
             }
         }
-        let delivered = match tokio::time::timeout(timeout, rx).await {
+        let delivered = match tokio::time::timeout(timeout, &mut rx).await {
             Ok(Ok(d)) => d,
             _ => {
-                return Err(CommitError::Indeterminate(format!(
-                    "the log did not deliver the transaction within {timeout:?}"
-                )));
+                let why = format!("the log did not deliver the transaction within {timeout:?}");
+                return self.decided_after_giving_up(xid, rx, why, started).await;
             }
         };
+        self.decision(delivered, started, captured_at).await
+    }
+
+    /// The session gave up waiting; the answer may still have come in.
+    async fn decided_after_giving_up(
+        self: &Arc<Self>,
+        xid: &str,
+        rx: oneshot::Receiver<Delivered>,
+        why: String,
+        started: std::time::Instant,
+    ) -> Result<Decision, CommitError> {
+        let delivered = self.stop_waiting(xid, rx, why).await?;
+        self.decision(delivered, started, started.elapsed()).await
+    }
+
+    /// What the session does with what the log delivered.
+    async fn decision(
+        &self,
+        delivered: Delivered,
+        started: std::time::Instant,
+        captured_at: Duration,
+    ) -> Result<Decision, CommitError> {
         match delivered {
             Delivered::Abandoned | Delivered::OrderedEarlier(_) => Err(refused(
                 1047,
@@ -695,24 +787,13 @@ impl CommitService for Committer {
         // (a restart resolves it from the log).
         let pipeline = self.0.clone();
         let xid = xid.to_string();
-        tokio::spawn(async move {
-            for attempt in 0..10u32 {
-                match pipeline.xa_end_prepared(&xid, "COMMIT").await {
-                    Ok(()) => {
-                        pipeline.finish(seqno);
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(seqno, %xid, attempt, error = %e, "XA COMMIT from the replicator's connection failed");
-                        tokio::time::sleep(Duration::from_millis(200 << attempt.min(5))).await;
-                    }
-                }
-            }
-            pipeline.stop(format!(
-                "transaction {xid} (seqno {seqno}) passed certification but cannot be committed \
-                 locally; stopping so that recovery commits it from the log"
-            ));
-        });
+        tokio::spawn(async move { pipeline.commit_decided(seqno, &xid).await });
+    }
+
+    fn rollback_failed(&self, xid: &str) {
+        let pipeline = self.0.clone();
+        let xid = xid.to_string();
+        tokio::spawn(async move { pipeline.rollback_decided(&xid).await });
     }
 
     fn schema_changed(&self) {

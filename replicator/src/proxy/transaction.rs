@@ -72,6 +72,10 @@ pub trait CommitService: Send + Sync {
     /// when `committed` is false, it could not be done on the session's
     /// connection and the service must see to it (the cluster decided).
     fn finished(&self, seqno: u64, xid: &str, committed: bool);
+    /// The session could not `XA ROLLBACK` a prepared transaction that
+    /// must not commit (failed certification, or refused before it was
+    /// ordered): the service must roll it back.
+    fn rollback_failed(&self, xid: &str);
     /// DDL ran: table metadata must be reloaded.
     fn schema_changed(&self);
     /// The node's state as Galera status variables (`wsrep_…`).
@@ -700,7 +704,7 @@ impl<'s> Transactions<'s> {
                 Ok(Ok(()))
             }
             Ok(Decision::Conflict { seqno: _, reason }) => {
-                self.xa_finish(wire, &xid, "ROLLBACK").await?;
+                self.rollback_prepared(wire, &xid).await?;
                 Ok(Err((
                     ER_DEADLOCK,
                     "40001",
@@ -715,7 +719,7 @@ impl<'s> Transactions<'s> {
                 state,
                 message,
             }) => {
-                self.xa_finish(wire, &xid, "ROLLBACK").await?;
+                self.rollback_prepared(wire, &xid).await?;
                 Ok(Err((code, state, message)))
             }
             Err(CommitError::Indeterminate(why)) => Err(SessionError::Indeterminate(why)),
@@ -739,6 +743,16 @@ impl<'s> Transactions<'s> {
                 e.message, e.code
             ))),
         }
+    }
+
+    /// `XA ROLLBACK` of a prepared transaction that must not commit; if
+    /// the session cannot, the service does (it must not stay prepared).
+    async fn rollback_prepared(&mut self, wire: &mut Wire, xid: &str) -> Result<(), SessionError> {
+        let result = self.xa_finish(wire, xid, "ROLLBACK").await;
+        if result.is_err() {
+            self.service.rollback_failed(xid);
+        }
+        result
     }
 
     /// The session's `@@last_gtid` (None if it never wrote the binlog).
