@@ -72,6 +72,10 @@ pub struct RunSettings {
     /// detection, instead of refusing writes to them [default: false].
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub allow_tables_without_pk: Option<bool>,
+    /// Connections applying other nodes' write-sets in parallel
+    /// [default: 4].
+    #[arg(long)]
+    pub apply_threads: Option<usize>,
     #[command(flatten)]
     pub group: GroupArgs,
 }
@@ -95,6 +99,7 @@ pub struct RunConfig {
     pub commit_timeout: Duration,
     pub certification_window: u64,
     pub allow_tables_without_pk: bool,
+    pub apply_threads: usize,
     pub group: GroupArgs,
 }
 
@@ -196,6 +201,11 @@ impl RunSettings {
                 .allow_tables_without_pk
                 .or(file.allow_tables_without_pk)
                 .unwrap_or(false),
+            apply_threads: self
+                .apply_threads
+                .or(file.apply_threads)
+                .unwrap_or(4)
+                .max(1),
             group,
         })
     }

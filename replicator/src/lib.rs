@@ -26,8 +26,12 @@
 //!   pipeline (ordering, certification, commit order) behind the proxy.
 //! - [`config`] — `replicator run`'s settings (TOML file + flags).
 //!
-//! Still to come (see the issues): `apply`, `admin`.
+//! - [`apply`] — applies other nodes' write-sets (row events, total-order
+//!   statements) with the applied position in the same transaction.
+//!
+//! Still to come (see the issues): `admin`.
 
+pub mod apply;
 pub mod capture;
 pub mod certify;
 pub mod config;

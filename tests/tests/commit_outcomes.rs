@@ -44,13 +44,12 @@ async fn sessions_that_give_up_waiting_never_leave_a_commit_unresolved() {
         &["--commit-timeout-ms", "1"],
     )
     .await;
-    // DDL does not wait for the log; it works with any timeout.
-    let mut setup = sidecar.conn().await;
-    setup
-        .query_drop("CREATE TABLE g (id BIGINT PRIMARY KEY, v INT)")
+    // Created directly: through the replicator, DDL waits for the log
+    // like any commit, and may give up too.
+    let mut root = server.root_conn().await.unwrap();
+    root.query_drop("CREATE TABLE d.g (id BIGINT PRIMARY KEY, v INT)")
         .await
         .unwrap();
-    drop(setup);
 
     let writers: Vec<_> = (0..16i64)
         .map(|w| {
@@ -92,7 +91,6 @@ async fn sessions_that_give_up_waiting_never_leave_a_commit_unresolved() {
 
     // Every transaction the log decided gets resolved, by its session or
     // by the pipeline: XA RECOVER drains.
-    let mut root = server.root_conn().await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let rows: Vec<(i64, i64, i64, Vec<u8>)> = root.query("XA RECOVER").await.unwrap();

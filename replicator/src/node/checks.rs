@@ -114,7 +114,10 @@ pub async fn ensure_own_schema(pool: &mysql_async::Pool) -> Result<(), mysql_asy
         "CREATE DATABASE IF NOT EXISTS replicator; \
          CREATE TABLE IF NOT EXISTS replicator.snapshot_anchor \
            (id INT PRIMARY KEY) ENGINE=InnoDB; \
-         INSERT IGNORE INTO replicator.snapshot_anchor VALUES (1)",
+         INSERT IGNORE INTO replicator.snapshot_anchor VALUES (1); \
+         CREATE TABLE IF NOT EXISTS replicator.applied_position \
+           (id INT PRIMARY KEY, seqno BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB; \
+         INSERT IGNORE INTO replicator.applied_position VALUES (1, 0)",
     )
     .await
 }

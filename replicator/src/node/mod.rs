@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use group::{GroupConfig, GroupMember};
 
+use crate::apply::Applier;
 use crate::capture::{Capture, CaptureConfig};
 use crate::config::RunConfig;
 use crate::proxy::{Backend, ProxyConfig};
@@ -79,6 +80,11 @@ pub async fn run(
         .await
         .map_err(|e| start_err("creating the replicator schema")(e.to_string()))?;
 
+    let applier = Applier::new(admin_opts(&config), config.apply_threads);
+    let applied = applier
+        .applied_position()
+        .await
+        .map_err(|e| start_err("reading the applied position")(e.to_string()))?;
     let position_file = config.data_dir.join("position");
     let position = read_position(&position_file)?;
     let mut group = GroupConfig::new(
@@ -135,12 +141,16 @@ pub async fn run(
             commit_timeout: config.commit_timeout,
             max_writeset_bytes: config.max_writeset_bytes,
             position_file,
+            apply_threads: config.apply_threads,
         },
         member.clone(),
         capture.clone(),
         admin.clone(),
+        applier.clone(),
         position,
+        applied,
     );
+    tokio::spawn(pipeline.clone().run_appliers());
     let mut delivery = tokio::spawn(pipeline.clone().run(log, position));
     tokio::spawn(pipeline.clone().keep_position(Duration::from_secs(1)));
 
@@ -197,6 +207,7 @@ pub async fn run(
     capture.shutdown().await;
     member.shutdown().await;
     admin.disconnect().await.ok();
+    applier.disconnect().await;
     result
 }
 

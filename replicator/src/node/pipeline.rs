@@ -4,10 +4,10 @@
 //! transactions nobody waits for any more, and implements the proxy's
 //! [`CommitService`] (capture → propose → verdict → turn).
 //!
-//! Owns the certifier, the commit order and the durable position file. It
-//! does not talk to clients (the proxy does) and does not apply remote
-//! write-sets yet: a node that receives one stops loudly rather than
-//! diverge.
+//! Owns the certifier, the commit order, the durable position file and the
+//! dispatch of other nodes' write-sets to the appliers (each starts once
+//! its dependencies committed, and commits in its turn). It does not talk
+//! to clients (the proxy does) nor run SQL to apply (the applier does).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -19,11 +19,12 @@ use group::{Committed, GroupError, GroupMember};
 use mysql_async::prelude::*;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::apply::{Applier, ToiOutcome};
 use crate::capture::{Capture, CaptureError, Gtid};
 use crate::certify::{Certifier, Failure, Mode, Verdict};
 use crate::keys::certification_keys;
 use crate::proxy::transaction::{BoxFuture, CommitError, CommitService, Decision};
-use crate::writeset::{LogEntry, WriteSet};
+use crate::writeset::{Body, LogEntry, TOIStatement, WriteSet};
 
 use super::order::CommitOrder;
 use super::prepared::{Ended, PreparedResolver};
@@ -60,6 +61,16 @@ pub struct PipelineConfig {
     pub max_writeset_bytes: usize,
     /// Where the durable position is kept.
     pub position_file: PathBuf,
+    /// Write-sets applied at once, at most.
+    pub apply_threads: usize,
+}
+
+/// A write-set this node applies (another node's, or its own total-order
+/// statement whose session is gone).
+struct ApplyWork {
+    seqno: u64,
+    apply_after: u64,
+    write_set: WriteSet,
 }
 
 /// Shared state of the pipeline.
@@ -71,6 +82,18 @@ pub struct Pipeline {
     admin: mysql_async::Pool,
     /// Ends prepared transactions whose sessions cannot.
     resolver: PreparedResolver,
+    applier: Applier,
+    /// Highest seqno the database holds by its applied position at start:
+    /// write-sets at or below it are not applied again.
+    applied_at_start: u64,
+    apply_queue: mpsc::UnboundedSender<ApplyWork>,
+    apply_queue_rx: Mutex<Option<mpsc::UnboundedReceiver<ApplyWork>>>,
+    /// Write-sets waiting to be applied or being applied.
+    recv_queue: AtomicU64,
+    /// Other nodes' write-sets that passed certification.
+    received: AtomicU64,
+    /// Total-order statements that failed here.
+    toi_failures: AtomicU64,
     order: Mutex<CommitOrder>,
     /// Last committed seqno; every change also wakes sessions waiting for
     /// their turn.
@@ -113,18 +136,29 @@ pub fn read_position(path: &std::path::Path) -> Result<u64, Fatal> {
 }
 
 impl Pipeline {
-    /// A pipeline whose commits up to `position` are already done.
+    /// A pipeline whose commits up to `position` are already done, and
+    /// whose database holds every write-set up to `applied`.
     pub fn new(
         config: PipelineConfig,
         member: GroupMember,
         capture: Capture,
         admin: mysql_async::Pool,
+        applier: Applier,
         position: u64,
+        applied: u64,
     ) -> Arc<Self> {
+        let (apply_queue, apply_queue_rx) = mpsc::unbounded_channel();
         Arc::new(Self {
             config,
             member,
             capture,
+            applier,
+            applied_at_start: applied,
+            apply_queue,
+            apply_queue_rx: Mutex::new(Some(apply_queue_rx)),
+            recv_queue: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            toi_failures: AtomicU64::new(0),
             resolver: PreparedResolver::new(admin.clone(), RESOLVE_PATIENCE),
             admin,
             order: Mutex::new(CommitOrder::new(position)),
@@ -269,11 +303,14 @@ impl Pipeline {
             return Ok(());
         };
         if ws.origin_node != self.config.node_id {
-            return Err(Fatal(format!(
-                "seqno {seqno} is a write-set from node {}; applying other nodes' write-sets \
-                 is not implemented in this version — stopping rather than diverge",
-                ws.origin_node
-            )));
+            match verdict {
+                Verdict::Fail(_) => self.finish(seqno),
+                Verdict::Pass { apply_after } => {
+                    self.received.fetch_add(1, Ordering::Relaxed);
+                    self.enqueue_apply(seqno, apply_after, ws);
+                }
+            }
+            return Ok(());
         }
         self.replicated.fetch_add(1, Ordering::Relaxed);
         if matches!(verdict, Verdict::Fail(_)) {
@@ -281,11 +318,13 @@ impl Pipeline {
             self.cert_failures.fetch_add(1, Ordering::Relaxed);
             self.finish(seqno);
         }
-        let waiter = self.waiters.lock().expect("waiters lock").remove(&ws.xid);
-        let delivered = Delivered::Certified { seqno, verdict };
-        if let Some(tx) = waiter
-            && tx.send(delivered).is_ok()
-        {
+        if self.notify(&ws.xid, Delivered::Certified { seqno, verdict }) {
+            return Ok(());
+        }
+        if let (Verdict::Pass { apply_after }, true) = (verdict, ws.is_toi()) {
+            // Its session is gone before running it; the other nodes run
+            // it, so this node must too.
+            self.enqueue_apply(seqno, apply_after, ws);
             return Ok(());
         }
         // Nobody waits (the session is gone, or this node restarted): the
@@ -294,6 +333,106 @@ impl Pipeline {
         let pipeline = self.clone();
         tokio::spawn(async move { pipeline.resolve_orphan(seqno, xid, verdict).await });
         Ok(())
+    }
+
+    fn enqueue_apply(&self, seqno: u64, apply_after: u64, write_set: WriteSet) {
+        if seqno <= self.applied_at_start {
+            // The database already holds it (applied before a restart).
+            if write_set.is_toi() {
+                self.capture.schema_changed();
+            }
+            self.finish(seqno);
+            return;
+        }
+        self.recv_queue.fetch_add(1, Ordering::Relaxed);
+        if self
+            .apply_queue
+            .send(ApplyWork {
+                seqno,
+                apply_after,
+                write_set,
+            })
+            .is_err()
+        {
+            self.stop(format!(
+                "seqno {seqno} cannot be applied: the appliers stopped"
+            ));
+        }
+    }
+
+    /// Start write-sets on the appliers in seqno order, at most
+    /// `apply_threads` at once. Slots are taken in order, so the lowest
+    /// write-set not yet committed always has one (no slot is held by a
+    /// later write-set waiting for it).
+    pub async fn run_appliers(self: Arc<Self>) {
+        let Some(mut queue) = self.apply_queue_rx.lock().expect("queue lock").take() else {
+            return;
+        };
+        let slots = Arc::new(tokio::sync::Semaphore::new(
+            self.config.apply_threads.max(1),
+        ));
+        while let Some(work) = queue.recv().await {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let pipeline = self.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                pipeline.apply(work).await;
+            });
+        }
+    }
+
+    async fn apply(self: &Arc<Self>, work: ApplyWork) {
+        let ApplyWork {
+            seqno,
+            apply_after,
+            write_set,
+        } = work;
+        self.wait_committed(apply_after).await;
+        let result = match &write_set.body {
+            Body::Rows { .. } => {
+                self.applier
+                    .apply_rows(seqno, &write_set.body, || self.wait_turn(seqno))
+                    .await
+            }
+            Body::Toi(toi) => {
+                self.wait_turn(seqno).await;
+                let result = self.applier.apply_toi(seqno, toi).await;
+                self.capture.schema_changed();
+                result.map(|outcome| self.toi_outcome(seqno, toi, outcome))
+            }
+        };
+        self.recv_queue.fetch_sub(1, Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                tracing::debug!(seqno, origin = write_set.origin_node, "applied");
+                self.finish(seqno);
+            }
+            Err(e) => self.stop(format!(
+                "{e}; stopping rather than diverge (a restart applies it again from the log)"
+            )),
+        }
+    }
+
+    fn toi_outcome(&self, seqno: u64, toi: &TOIStatement, outcome: ToiOutcome) {
+        if let ToiOutcome::Failed(code, message) = outcome {
+            self.toi_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                seqno,
+                code,
+                %message,
+                database = %toi.database,
+                statement = %String::from_utf8_lossy(&toi.statement),
+                "a replicated schema or account statement failed on this node"
+            );
+        }
+    }
+
+    /// Wait until every seqno up to `seqno` has committed.
+    async fn wait_committed(&self, seqno: u64) {
+        let mut committed = self.committed.subscribe();
+        let _ = committed.wait_for(|c| *c >= seqno).await;
     }
 
     /// Hand `delivered` to the session waiting for `xid`, if any; whether
@@ -557,8 +696,7 @@ impl Pipeline {
                 Ok(Ok(Delivered::Certified { .. })) => "ROLLBACK",
                 Ok(Ok(Delivered::OrderedEarlier(seqno))) => {
                     // Decided by its write-set; the pipeline resolves it.
-                    let mut committed = self.committed.subscribe();
-                    let _ = committed.wait_for(|c| *c >= seqno).await;
+                    self.wait_committed(seqno).await;
                     continue;
                 }
                 _ => return Err(Fatal(format!("abandoning {xid}: no decision in time"))),
@@ -619,11 +757,19 @@ impl Pipeline {
             body: captured.body,
         };
         let captured_at = started.elapsed();
+        let delivered = self.order(ws).await?;
+        self.decision(delivered, started, captured_at).await
+    }
+
+    /// Propose `ws` and wait for what the log decides for it.
+    async fn order(self: &Arc<Self>, ws: WriteSet) -> Result<Delivered, CommitError> {
+        let xid = String::from_utf8_lossy(&ws.xid).into_owned();
+        let xid = xid.as_str();
         let (tx, mut rx) = oneshot::channel();
         self.waiters
             .lock()
             .expect("waiters lock")
-            .insert(xid.as_bytes().to_vec(), tx);
+            .insert(ws.xid.clone(), tx);
         let timeout = self.config.commit_timeout;
         if let Err(e) = self
             .member
@@ -639,29 +785,71 @@ impl Pipeline {
             };
             if let Err(e2) = self.member.propose(marker.encode(), timeout).await {
                 let why = format!("{e}; and the abandon marker could not be ordered either: {e2}");
-                return self.decided_after_giving_up(xid, rx, why, started).await;
+                return self.stop_waiting(xid, rx, why).await;
             }
         }
-        let delivered = match tokio::time::timeout(timeout, &mut rx).await {
-            Ok(Ok(d)) => d,
+        match tokio::time::timeout(timeout, &mut rx).await {
+            Ok(Ok(d)) => Ok(d),
             _ => {
                 let why = format!("the log did not deliver the transaction within {timeout:?}");
-                return self.decided_after_giving_up(xid, rx, why, started).await;
+                self.stop_waiting(xid, rx, why).await
             }
-        };
-        self.decision(delivered, started, captured_at).await
+        }
     }
 
-    /// The session gave up waiting; the answer may still have come in.
-    async fn decided_after_giving_up(
+    /// Order a total-order statement of this node and wait for its turn:
+    /// every earlier seqno committed, every later one waits for
+    /// [`Self::toi_done`].
+    async fn begin_toi_inner(
         self: &Arc<Self>,
-        xid: &str,
-        rx: oneshot::Receiver<Delivered>,
-        why: String,
-        started: std::time::Instant,
-    ) -> Result<Decision, CommitError> {
-        let delivered = self.stop_waiting(xid, rx, why).await?;
-        self.decision(delivered, started, started.elapsed()).await
+        xid: String,
+        toi: TOIStatement,
+        databases: Vec<String>,
+    ) -> Result<u64, CommitError> {
+        let keys = databases
+            .into_iter()
+            .map(|database| crate::writeset::WriteSetKey {
+                kind: crate::certify::KeyKind::Exclusive,
+                scope: crate::writeset::KeyScope::Database {
+                    database: database.into_bytes(),
+                },
+            })
+            .collect();
+        let ws = WriteSet {
+            origin_node: self.config.node_id,
+            xid: xid.into_bytes(),
+            depends_on: *self.committed.borrow(),
+            keys,
+            body: Body::Toi(toi),
+        };
+        match self.order(ws).await? {
+            Delivered::Certified {
+                seqno,
+                verdict: Verdict::Pass { .. },
+            } => {
+                self.wait_turn(seqno).await;
+                Ok(seqno)
+            }
+            Delivered::Certified {
+                verdict: Verdict::Fail(failure),
+                ..
+            } => Err(refused(1213, "40001", describe(failure))),
+            Delivered::Abandoned | Delivered::OrderedEarlier(_) => Err(refused(
+                1047,
+                "08S01",
+                "the statement could not be ordered by the cluster and was not run".into(),
+            )),
+        }
+    }
+
+    /// This node ran its total-order statement `seqno`: record it and let
+    /// later commits go.
+    async fn toi_done_inner(&self, seqno: u64) {
+        if let Err(e) = self.applier.record_position(seqno).await {
+            tracing::warn!(seqno, error = %e, "could not record the applied position after a schema statement");
+        }
+        self.capture.schema_changed();
+        self.finish(seqno);
     }
 
     /// What the session does with what the log delivered.
@@ -790,6 +978,19 @@ impl CommitService for Committer {
         tokio::spawn(async move { pipeline.commit_decided(seqno, &xid).await });
     }
 
+    fn begin_toi<'a>(
+        &'a self,
+        toi: TOIStatement,
+        databases: Vec<String>,
+    ) -> BoxFuture<'a, Result<u64, CommitError>> {
+        let xid = self.new_xid();
+        Box::pin(self.0.begin_toi_inner(xid, toi, databases))
+    }
+
+    fn toi_done<'a>(&'a self, seqno: u64) -> BoxFuture<'a, ()> {
+        Box::pin(self.0.toi_done_inner(seqno))
+    }
+
     fn rollback_failed(&self, xid: &str) {
         let pipeline = self.0.clone();
         let xid = xid.to_string();
@@ -836,6 +1037,18 @@ impl CommitService for Committer {
             (
                 "wsrep_local_cert_failures",
                 p.cert_failures.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "wsrep_received",
+                p.received.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "wsrep_local_recv_queue",
+                p.recv_queue.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "wsrep_toi_failures",
+                p.toi_failures.load(Ordering::Relaxed).to_string(),
             ),
             (
                 "wsrep_flow_control_paused_by",

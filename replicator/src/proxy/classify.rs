@@ -883,8 +883,76 @@ fn is_call(stmt: &[Token<'_>], j: usize) -> bool {
     false
 }
 
+// ------------------------------------------------------- DDL targets --
+
+/// The databases a DDL statement may touch, for its total-order keys:
+/// `current` (when not empty), every `name.` qualifier, and the name after
+/// `DATABASE`/`SCHEMA`. An over-approximation (a `table.column` reference
+/// yields a "database" too): a false key only costs a false conflict.
+/// As written (database names are case-sensitive here), each once.
+pub fn ddl_databases(sql: &str, current: &str) -> Vec<String> {
+    let toks = lex(sql);
+    let name = |t: Option<&Token<'_>>| match t.map(|t| &t.tok) {
+        Some(Tok::Word(w)) => Some((*w).to_string()),
+        Some(Tok::Ident(w)) => Some(w.clone()),
+        _ => None,
+    };
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |n: String| {
+        if !n.is_empty() && !out.contains(&n) {
+            out.push(n);
+        }
+    };
+    if !current.is_empty() {
+        add(current.to_string());
+    }
+    for (i, t) in toks.iter().enumerate() {
+        let next = toks.get(i + 1).map(|t| &t.tok);
+        if next == Some(&Tok::Sym('.'))
+            && let Some(n) = name(Some(t))
+        {
+            add(n);
+        }
+        if let Tok::Word(w) = t.tok
+            && (w.eq_ignore_ascii_case("DATABASE") || w.eq_ignore_ascii_case("SCHEMA"))
+        {
+            // CREATE/DROP/ALTER DATABASE [IF [NOT] EXISTS] name
+            let mut j = i + 1;
+            while let Some(Tok::Word(k)) = toks.get(j).map(|t| &t.tok) {
+                if ["IF", "NOT", "EXISTS"]
+                    .iter()
+                    .any(|x| k.eq_ignore_ascii_case(x))
+                {
+                    j += 1;
+                } else {
+                    break;
+                }
+            }
+            if let Some(n) = name(toks.get(j)) {
+                add(n);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn ddl_databases_cover_current_qualified_and_named() {
+        assert_eq!(ddl_databases("ALTER TABLE t ADD c INT", "d"), vec!["d"]);
+        assert_eq!(
+            ddl_databases("RENAME TABLE a.t TO `B`.t2", ""),
+            vec!["a", "B"]
+        );
+        assert_eq!(
+            ddl_databases("CREATE DATABASE IF NOT EXISTS Shop", "d"),
+            vec!["d", "Shop"]
+        );
+        assert_eq!(ddl_databases("DROP SCHEMA `x y`", ""), vec!["x y"]);
+        assert!(ddl_databases("CREATE USER u", "").is_empty());
+    }
     use super::ImplicitCommit::{Account, Admin, Ddl};
     use super::StatementClass as C;
     use super::*;

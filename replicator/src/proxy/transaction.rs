@@ -14,11 +14,26 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
-use super::classify::{self, BeginOptions, StatementClass};
+use super::classify::{self, BeginOptions, ImplicitCommit, StatementClass};
 use super::packet::{Packet, ProtocolError};
 use super::response::Expect;
 use super::session::{Relay, Wire, expect_for, query_payload};
 use super::wire::{self, com, status};
+use crate::writeset::TOIStatement;
+
+/// Session variables a schema or account statement runs with on every
+/// node (with the client's current database).
+const TOI_SESSION: [&str; 9] = [
+    "sql_mode",
+    "foreign_key_checks",
+    "unique_checks",
+    "check_constraint_checks",
+    "character_set_client",
+    "collation_connection",
+    "time_zone",
+    "default_storage_engine",
+    "explicit_defaults_for_timestamp",
+];
 
 /// How the cluster decided a prepared transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +91,17 @@ pub trait CommitService: Send + Sync {
     /// must not commit (failed certification, or refused before it was
     /// ordered): the service must roll it back.
     fn rollback_failed(&self, xid: &str);
+    /// Order a schema or account statement in total order; `Ok(seqno)`
+    /// once it is its turn to run (every earlier commit done, every later
+    /// one waiting). The session then runs it and calls
+    /// [`CommitService::toi_done`], whatever its outcome.
+    fn begin_toi<'a>(
+        &'a self,
+        toi: TOIStatement,
+        databases: Vec<String>,
+    ) -> BoxFuture<'a, Result<u64, CommitError>>;
+    /// The statement ordered as `seqno` by [`CommitService::begin_toi`] ran.
+    fn toi_done<'a>(&'a self, seqno: u64) -> BoxFuture<'a, ()>;
     /// DDL ran: table metadata must be reloaded.
     fn schema_changed(&self);
     /// The node's state as Galera status variables (`wsrep_…`).
@@ -127,6 +153,8 @@ pub struct Transactions<'s> {
 
 const ER_NOT_SUPPORTED: u16 = 1235;
 const ER_DEADLOCK: u16 = 1213;
+/// The replicator's own schema: never replicated, never changed by clients.
+const OWN_SCHEMA: &str = "replicator";
 
 impl<'s> Transactions<'s> {
     pub fn new(service: &'s dyn CommitService) -> Self {
@@ -331,9 +359,12 @@ impl<'s> Transactions<'s> {
                 }
                 self.pass(wire, payload, relay).await
             }
-            StatementClass::ImplicitCommit(_) => {
+            StatementClass::ImplicitCommit(kind) => {
                 if !self.implicit_commit(wire).await? {
                     return Ok(Ended::Error);
+                }
+                if matches!(kind, ImplicitCommit::Ddl | ImplicitCommit::Account) {
+                    return self.total_order(wire, payload, relay).await;
                 }
                 let ended = self.pass(wire, payload, relay).await?;
                 self.service.schema_changed();
@@ -425,6 +456,118 @@ impl<'s> Transactions<'s> {
     ) -> Result<Ended, SessionError> {
         wire.error_to_client(code, state, message).await?;
         Ok(Ended::Error)
+    }
+
+    /// A schema or account statement: ordered in total order with its
+    /// database and session context, run here in its turn (the client
+    /// gets its own result), and run by every other node at the same
+    /// place in the order.
+    async fn total_order(
+        &mut self,
+        wire: &mut Wire,
+        payload: &[u8],
+        relay: Relay,
+    ) -> Result<Ended, SessionError> {
+        let text = match (payload.first(), payload.get(1..).map(std::str::from_utf8)) {
+            (Some(&com::QUERY), Some(Ok(text))) => text,
+            _ => {
+                return self
+                    .refuse(
+                        wire,
+                        ER_NOT_SUPPORTED,
+                        "0A000",
+                        "schema and account statements must be sent as plain UTF-8 queries \
+                         through the replicator (not prepared), so that every node can run them",
+                    )
+                    .await;
+            }
+        };
+        if !matches!(
+            classify::classify(text),
+            StatementClass::ImplicitCommit(ImplicitCommit::Ddl | ImplicitCommit::Account)
+        ) {
+            return self
+                .refuse(
+                    wire,
+                    ER_NOT_SUPPORTED,
+                    "0A000",
+                    "a schema or account statement run through EXECUTE cannot be replicated; \
+                     send the statement itself",
+                )
+                .await;
+        }
+        let context = self.toi_context(wire).await?;
+        let Some((database, session)) = context else {
+            return self
+                .refuse(
+                    wire,
+                    ER_NOT_SUPPORTED,
+                    "HY000",
+                    "could not read the session's context for a replicated schema statement",
+                )
+                .await;
+        };
+        let databases = classify::ddl_databases(text, &database);
+        if databases.iter().any(|d| d == OWN_SCHEMA) {
+            return self
+                .refuse(
+                    wire,
+                    ER_NOT_SUPPORTED,
+                    "0A000",
+                    "the replicator's own schema cannot be changed through the replicator",
+                )
+                .await;
+        }
+        let toi = TOIStatement {
+            database,
+            statement: text.as_bytes().to_vec(),
+            session,
+        };
+        let seqno = match self.service.begin_toi(toi, databases).await {
+            Ok(seqno) => seqno,
+            Err(CommitError::Refused {
+                code,
+                state,
+                message,
+            }) => return self.refuse(wire, code, state, &message).await,
+            Err(CommitError::Indeterminate(why)) => return Err(SessionError::Indeterminate(why)),
+        };
+        let ended = self.pass(wire, payload, relay).await;
+        self.service.toi_done(seqno).await;
+        ended
+    }
+
+    /// The session's current database and the [`TOI_SESSION`] variables.
+    async fn toi_context(
+        &mut self,
+        wire: &mut Wire,
+    ) -> Result<Option<(String, Vec<(String, String)>)>, SessionError> {
+        let fields: Vec<String> = TOI_SESSION
+            .iter()
+            // CONCAT: MariaDB's JSON_OBJECT writes booleans as a bare ON.
+            .map(|name| format!("'{name}', CONCAT(@@session.{name})"))
+            .collect();
+        let sql = format!(
+            "SELECT JSON_OBJECT('database', DATABASE(), {})",
+            fields.join(", ")
+        );
+        let Some(json) = wire.query_value(&sql).await? else {
+            return Ok(None);
+        };
+        let Ok(serde_json::Value::Object(map)) = serde_json::from_str(&json) else {
+            return Ok(None);
+        };
+        let text = |v: Option<&serde_json::Value>| match v {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let database = text(map.get("database")).unwrap_or_default();
+        let session = TOI_SESSION
+            .iter()
+            .filter_map(|name| text(map.get(*name)).map(|v| (name.to_string(), v)))
+            .collect();
+        Ok(Some((database, session)))
     }
 
     /// An OK the proxy answers itself (a setting it handles).

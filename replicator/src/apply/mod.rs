@@ -1,0 +1,254 @@
+//! Applies other nodes' write-sets to the local MariaDB: row write-sets as
+//! `BINLOG '…'` statements in one transaction, total-order (DDL, account)
+//! statements with their database and session context. Each row apply
+//! commits together with the node's applied position
+//! (`replicator.applied_position`), so after a crash the node knows
+//! exactly which write-sets its database already holds.
+//!
+//! Owns the applier connections (`sql_log_bin=0`: remote changes do not
+//! re-enter this node's binlog, so capture never sees them). It does not
+//! decide anything: the pipeline says what to apply, when it may start
+//! (its dependencies committed) and when it may commit (its turn).
+
+use std::future::Future;
+use std::time::Duration;
+
+use mysql_async::prelude::*;
+
+use crate::capture::replay::binlog_statements;
+use crate::writeset::{Body, TOIStatement};
+
+/// Server errors after which applying again can succeed: a deadlock or a
+/// lock wait timeout against a local transaction.
+const RETRYABLE: [u16; 2] = [1213, 1205];
+
+/// How many times a row write-set is applied again after a retryable
+/// error before the node gives up.
+const ATTEMPTS: u32 = 5;
+
+/// Why a write-set could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("applying seqno {seqno}: {source}")]
+    Server {
+        seqno: u64,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("applying seqno {seqno}: the statement is not valid UTF-8")]
+    NotText { seqno: u64 },
+}
+
+/// The outcome of a total-order statement on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToiOutcome {
+    Ok,
+    /// The statement failed here (code, message).
+    Failed(u16, String),
+}
+
+/// Applies write-sets through a pool of the replicator's own connections.
+#[derive(Clone)]
+pub struct Applier {
+    pool: mysql_async::Pool,
+    opts: mysql_async::Opts,
+}
+
+/// Statements every applier connection runs first.
+fn session_setup() -> Vec<String> {
+    vec![
+        "SET SESSION sql_log_bin = 0".into(),
+        // A lock held by a local transaction must not stall the order for
+        // long: fail fast, retry.
+        "SET SESSION innodb_lock_wait_timeout = 2".into(),
+        "SET SESSION lock_wait_timeout = 10".into(),
+    ]
+}
+
+impl Applier {
+    /// Appliers connecting with `opts` (the replicator's own account), at
+    /// most `threads` at once.
+    pub fn new(opts: mysql_async::Opts, threads: usize) -> Self {
+        let threads = threads.max(1);
+        let constraints = mysql_async::PoolConstraints::new(0, threads).unwrap_or_default();
+        let pool_opts = mysql_async::PoolOpts::default().with_constraints(constraints);
+        let builder = mysql_async::OptsBuilder::from_opts(opts.clone())
+            .init(session_setup())
+            .pool_opts(pool_opts);
+        Self {
+            pool: mysql_async::Pool::new(builder),
+            opts,
+        }
+    }
+
+    /// Highest seqno whose write-set this database holds by the applied
+    /// position (0 for a new node).
+    pub async fn applied_position(&self) -> Result<u64, mysql_async::Error> {
+        let mut conn = self.pool.get_conn().await?;
+        let seqno: Option<u64> = conn
+            .query_first("SELECT seqno FROM replicator.applied_position WHERE id = 1")
+            .await?;
+        Ok(seqno.unwrap_or(0))
+    }
+
+    /// Apply a row write-set as seqno `seqno`: run its row events, wait for
+    /// `turn` (every earlier seqno committed), then commit it together
+    /// with the applied position. Retries a deadlock or lock wait timeout
+    /// against a local transaction.
+    pub async fn apply_rows<F, T>(
+        &self,
+        seqno: u64,
+        body: &Body,
+        mut turn: T,
+    ) -> Result<(), ApplyError>
+    where
+        T: FnMut() -> F,
+        F: Future<Output = ()>,
+    {
+        let Some(statements) = binlog_statements(body) else {
+            return Ok(());
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.apply_rows_once(seqno, &statements, &mut turn).await {
+                Ok(()) => return Ok(()),
+                Err(mysql_async::Error::Server(e))
+                    if RETRYABLE.contains(&e.code) && attempt < ATTEMPTS =>
+                {
+                    tracing::warn!(seqno, attempt, code = e.code, error = %e.message, "applier lost a lock conflict; applying again");
+                    tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+                }
+                Err(source) => return Err(ApplyError::Server { seqno, source }),
+            }
+        }
+    }
+
+    async fn apply_rows_once<F, T>(
+        &self,
+        seqno: u64,
+        statements: &[String; 2],
+        turn: &mut T,
+    ) -> Result<(), mysql_async::Error>
+    where
+        T: FnMut() -> F,
+        F: Future<Output = ()>,
+    {
+        let mut conn = self.pool.get_conn().await?;
+        let result = async {
+            conn.query_drop("START TRANSACTION").await?;
+            for statement in statements {
+                conn.query_drop(statement).await?;
+            }
+            turn().await;
+            conn.query_drop(position_update(seqno)).await?;
+            conn.query_drop("COMMIT").await
+        }
+        .await;
+        if result.is_err() {
+            // The connection may be unusable; dropping it rolls back.
+            let _ = conn.query_drop("ROLLBACK").await;
+        }
+        result
+    }
+
+    /// Run a total-order statement as seqno `seqno` (its turn has come):
+    /// on a fresh connection, in its database, with its session variables;
+    /// then record the applied position. The statement's own failure is
+    /// an outcome, not an error.
+    pub async fn apply_toi(
+        &self,
+        seqno: u64,
+        toi: &TOIStatement,
+    ) -> Result<ToiOutcome, ApplyError> {
+        let server = |source| ApplyError::Server { seqno, source };
+        let text =
+            std::str::from_utf8(&toi.statement).map_err(|_| ApplyError::NotText { seqno })?;
+        let mut conn = mysql_async::Conn::new(self.opts.clone())
+            .await
+            .map_err(server)?;
+        for statement in session_setup() {
+            conn.query_drop(statement).await.map_err(server)?;
+        }
+        if !toi.database.is_empty() {
+            conn.query_drop(format!("USE {}", quote_identifier(&toi.database)))
+                .await
+                .map_err(server)?;
+        }
+        for (name, value) in &toi.session {
+            conn.query_drop(session_assignment(name, value))
+                .await
+                .map_err(server)?;
+        }
+        let outcome = match conn.query_drop(text).await {
+            Ok(()) => ToiOutcome::Ok,
+            Err(mysql_async::Error::Server(e)) => ToiOutcome::Failed(e.code, e.message),
+            Err(e) => return Err(server(e)),
+        };
+        self.record_position(seqno).await?;
+        let _ = conn.disconnect().await;
+        Ok(outcome)
+    }
+
+    /// Record `seqno` as applied (after a total-order statement, which
+    /// commits by itself).
+    pub async fn record_position(&self, seqno: u64) -> Result<(), ApplyError> {
+        let server = |source| ApplyError::Server { seqno, source };
+        let mut conn = self.pool.get_conn().await.map_err(server)?;
+        conn.query_drop(position_update(seqno))
+            .await
+            .map_err(server)
+    }
+
+    pub async fn disconnect(self) {
+        let _ = self.pool.disconnect().await;
+    }
+}
+
+fn position_update(seqno: u64) -> String {
+    format!("UPDATE replicator.applied_position SET seqno = {seqno} WHERE id = 1")
+}
+
+/// `name` as a backquoted identifier.
+pub fn quote_identifier(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// `SET SESSION name = value`: `value` as captured by the origin (a
+/// number stays a number, anything else becomes a string literal).
+/// `name` must be a plain variable name; anything else is skipped.
+fn session_assignment(name: &str, value: &str) -> String {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return "DO 0".into();
+    }
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        format!("SET SESSION {name} = {value}")
+    } else {
+        let escaped = value.replace('\\', "\\\\").replace('\'', "''");
+        format!("SET SESSION {name} = '{escaped}'")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_identifier("d"), "`d`");
+        assert_eq!(quote_identifier("a`b"), "`a``b`");
+    }
+
+    #[test]
+    fn session_values_keep_their_type_and_are_escaped() {
+        assert_eq!(
+            session_assignment("foreign_key_checks", "0"),
+            "SET SESSION foreign_key_checks = 0"
+        );
+        assert_eq!(
+            session_assignment("sql_mode", "ANSI_QUOTES,O'X\\"),
+            "SET SESSION sql_mode = 'ANSI_QUOTES,O''X\\\\'"
+        );
+        assert_eq!(session_assignment("x; DROP", "1"), "DO 0");
+    }
+}
