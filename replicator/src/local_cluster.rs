@@ -7,11 +7,11 @@
 //! (127.0.0.2, 127.0.0.3, …) as if it were its own host.
 //!
 //! What a node runs: its MariaDB server, configured as the replicator
-//! requires (see [`crate::mariadb_server`]), and — in a one-node cluster —
-//! the replicator sidecar in front of it (`replicator run`, a child
-//! process), where clients connect. Nodes of a larger cluster run MariaDB
-//! only until applying other nodes' write-sets is built; the command says
-//! so when it starts.
+//! requires (see [`crate::mariadb_server`]), and the replicator sidecar in
+//! front of it (`replicator run`, a child process), where clients
+//! connect. The first start bootstraps node1 and joins the others to it;
+//! later starts resume every node from its data directory (no bootstrap
+//! step), all at once, since a node serves clients only with a quorum.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -37,8 +37,10 @@ pub struct ClusterOptions {
     /// The first node's address; node N gets this plus N-1.
     pub first_address: Ipv4Addr,
     pub buffer_pool_size: String,
-    /// Where clients connect to each node's replicator (one-node clusters).
+    /// Where clients connect to each node's replicator, on its address.
     pub client_port: u16,
+    /// The ordered log's port on each node's address.
+    pub group_port: u16,
 }
 
 /// One process of a node, as started.
@@ -55,10 +57,9 @@ pub struct NodeInfo {
     pub name: String,
     /// `host:port` of the node's MariaDB server.
     pub mariadb: String,
-    /// `host:port` where clients connect: the replicator when the node runs
-    /// one, else MariaDB itself.
-    pub address: String,
-    /// Keyed by program name (`mariadbd`, later `replicator`).
+    /// `host:port` where clients connect (the node's replicator).
+    pub client: String,
+    /// Keyed by program name (`mariadbd`, `replicator`).
     pub processes: BTreeMap<String, ProcessInfo>,
 }
 
@@ -166,29 +167,17 @@ impl LocalCluster {
                     env: command.env.into_iter().collect(),
                 },
             );
-            let mut client_address = format!("{address}:{}", options.mariadb_port);
-            if options.nodes == 1 {
-                let node_dir = dir.join(&name);
-                match start_replicator(&node_dir, &server, address, options.client_port).await {
-                    Ok((child, info, listen)) => {
-                        processes.insert("replicator".to_string(), info);
-                        client_address = listen;
-                        cluster.replicators.push(child);
-                    }
-                    Err(e) => {
-                        cluster.servers.push(server);
-                        cluster.stop().await;
-                        return Err(e).with_context(|| format!("starting {name}'s replicator"));
-                    }
-                }
-            }
             cluster.manifest.nodes.push(NodeInfo {
                 name,
                 mariadb: format!("{address}:{}", options.mariadb_port),
-                address: client_address,
+                client: format!("{address}:{}", options.client_port),
                 processes,
             });
             cluster.servers.push(server);
+        }
+        if let Err(e) = cluster.start_replicators(&dir, options).await {
+            cluster.stop().await;
+            return Err(e);
         }
         // Readers poll for the file: make it appear complete or not at all.
         let path = Manifest::path(&dir);
@@ -197,6 +186,50 @@ impl LocalCluster {
             .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
         Ok(cluster)
+    }
+
+    /// Start every node's replicator. A new cluster: node1 bootstraps,
+    /// then each other node joins it, one at a time. An existing one:
+    /// every node resumes, all started before any is waited for.
+    async fn start_replicators(&mut self, dir: &Path, options: &ClusterOptions) -> Result<()> {
+        let secret = cluster_secret(dir)?;
+        let node_address = |n: usize| Ipv4Addr::from(u32::from(options.first_address) + n as u32);
+        let seed = format!("{}:{}", node_address(0), options.group_port);
+        let mut pending = Vec::new();
+        for n in 0..self.servers.len() {
+            let name = self.manifest.nodes[n].name.clone();
+            let node_dir = dir.join(&name);
+            let new = !node_dir
+                .join("replicator")
+                .join("group")
+                .join("identity.json")
+                .exists();
+            let role = match (new, n) {
+                (true, 0) => Role::Bootstrap,
+                (true, _) => Role::Join(seed.clone()),
+                (false, _) => Role::Resume,
+            };
+            let listen = self.manifest.nodes[n].client.clone();
+            let group = format!("{}:{}", node_address(n), options.group_port);
+            let (child, info) =
+                spawn_replicator(&node_dir, &self.servers[n], &listen, &group, &secret, &role)
+                    .with_context(|| format!("starting {name}'s replicator"))?;
+            self.replicators.push(child);
+            self.manifest.nodes[n]
+                .processes
+                .insert("replicator".to_string(), info);
+            pending.push((n, node_dir, listen));
+            // A new member needs the others running before it can join.
+            if role != Role::Resume {
+                for (n, node_dir, listen) in pending.drain(..) {
+                    wait_serving(&mut self.replicators[n], &node_dir, &listen).await?;
+                }
+            }
+        }
+        for (n, node_dir, listen) in pending {
+            wait_serving(&mut self.replicators[n], &node_dir, &listen).await?;
+        }
+        Ok(())
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -232,37 +265,54 @@ impl LocalCluster {
     }
 }
 
-/// Start `replicator run` for a node (a one-voter cluster the first time,
-/// resumed from its data directory later); returns once clients can
-/// connect.
-async fn start_replicator(
+/// How a node's replicator starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Role {
+    Bootstrap,
+    /// Join through this group address.
+    Join(String),
+    /// Resume from its data directory.
+    Resume,
+}
+
+/// The secret every member of this cluster shares: made once, kept in
+/// `DIR/cluster-secret` (mode 0600).
+fn cluster_secret(dir: &Path) -> Result<String> {
+    let path = dir.join("cluster-secret");
+    // Clusters made by earlier versions kept it in node1's directory.
+    for candidate in [path.clone(), dir.join("node1").join("cluster-secret")] {
+        if let Ok(s) = std::fs::read_to_string(&candidate)
+            && !s.trim().is_empty()
+        {
+            return Ok(s.trim().to_string());
+        }
+    }
+    let secret: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect();
+    std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(secret)
+}
+
+/// Spawn `replicator run` for a node.
+fn spawn_replicator(
     node_dir: &Path,
     server: &MariadbServer,
-    address: Ipv4Addr,
-    client_port: u16,
-) -> Result<(tokio::process::Child, ProcessInfo, String)> {
+    listen: &str,
+    group: &str,
+    secret: &str,
+    role: &Role,
+) -> Result<(tokio::process::Child, ProcessInfo)> {
     let data_dir = node_dir.join("replicator");
-    let secret_path = node_dir.join("cluster-secret");
-    let secret = match std::fs::read_to_string(&secret_path) {
-        Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
-        _ => {
-            let s: String = rand::rng()
-                .sample_iter(rand::distr::Alphanumeric)
-                .take(32)
-                .map(char::from)
-                .collect();
-            std::fs::write(&secret_path, &s)?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&secret_path, std::fs::Permissions::from_mode(0o600))?;
-            s
-        }
-    };
-    let listen = format!("{address}:{client_port}");
     let mut argv = vec![
         std::env::current_exe()?.display().to_string(),
         "run".into(),
         "--listen".into(),
-        listen.clone(),
+        listen.to_string(),
         "--mariadb-socket".into(),
         server.config().socket().display().to_string(),
         "--user".into(),
@@ -270,26 +320,46 @@ async fn start_replicator(
         "--data-dir".into(),
         data_dir.display().to_string(),
         "--group-listen".into(),
-        format!("{address}:4567"),
+        group.to_string(),
     ];
-    if !data_dir.join("group").join("identity.json").exists() {
-        argv.push("--bootstrap".into());
+    match role {
+        Role::Bootstrap => argv.push("--bootstrap".into()),
+        Role::Join(seed) => argv.extend(["--join".to_string(), seed.clone()]),
+        Role::Resume => {}
     }
     std::fs::create_dir_all(&data_dir)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(node_dir.join("replicator.log"))?;
-    let mut child = tokio::process::Command::new(&argv[0])
+    let child = tokio::process::Command::new(&argv[0])
         .args(&argv[1..])
-        .env("REPLICATOR_SECRET", &secret)
+        .env("REPLICATOR_SECRET", secret)
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
         .context("spawning the replicator")?;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let info = ProcessInfo {
+        pid: child.id().unwrap_or(0),
+        argv,
+        env: BTreeMap::from([(
+            "REPLICATOR_SECRET".to_string(),
+            "(DIR/cluster-secret)".to_string(),
+        )]),
+    };
+    Ok((child, info))
+}
+
+/// Wait until a node's replicator accepts clients at `listen` (it does
+/// once it has caught up with the cluster).
+async fn wait_serving(
+    child: &mut tokio::process::Child,
+    node_dir: &Path,
+    listen: &str,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
         if let Some(status) = child.try_wait()? {
             anyhow::bail!(
@@ -297,25 +367,16 @@ async fn start_replicator(
                 node_dir.join("replicator.log").display()
             );
         }
-        if tokio::net::TcpStream::connect(&listen).await.is_ok() {
-            break;
+        if tokio::net::TcpStream::connect(listen).await.is_ok() {
+            return Ok(());
         }
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
-            "the replicator did not accept clients within 60 s; see {}",
+            "the replicator did not accept clients within 120 s; see {}",
             node_dir.join("replicator.log").display()
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let info = ProcessInfo {
-        pid: child.id().unwrap_or(0),
-        argv,
-        env: BTreeMap::from([(
-            "REPLICATOR_SECRET".to_string(),
-            "(DIR/nodeN/cluster-secret)".to_string(),
-        )]),
-    };
-    Ok((child, info, listen))
 }
 
 async fn ensure_client_account(server: &MariadbServer, password: &str) -> Result<()> {

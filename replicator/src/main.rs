@@ -58,6 +58,9 @@ enum Command {
         /// Where clients connect to a node's replicator, on its address.
         #[arg(long, default_value_t = 3306)]
         client_port: u16,
+        /// The ordered log's port on each node's address.
+        #[arg(long, default_value_t = 4567)]
+        group_port: u16,
     },
 }
 
@@ -99,6 +102,7 @@ async fn main() -> Result<()> {
             first_address,
             buffer_pool_size,
             client_port,
+            group_port,
         } => {
             let options = ClusterOptions {
                 nodes,
@@ -107,6 +111,7 @@ async fn main() -> Result<()> {
                 first_address,
                 buffer_pool_size,
                 client_port,
+                group_port,
             };
             let cluster = LocalCluster::start(&options).await?;
             let m = cluster.manifest();
@@ -116,23 +121,17 @@ async fn main() -> Result<()> {
                 options.dir.join("cluster.json").display()
             );
             for node in &m.nodes {
-                let (host, port) = node.address.rsplit_once(':').unwrap_or((&node.address, ""));
+                let (host, port) = node.client.rsplit_once(':').unwrap_or((&node.client, ""));
                 println!(
                     "  {}: mariadb -h {host} -P {port} -u {} -p'{}'",
                     node.name, m.user, m.password
                 );
             }
-            if m.nodes.len() > 1 {
-                println!(
-                    "Each node runs MariaDB configured for replication; the replicator runs \
-                     in one-node clusters only (--nodes 1) until applying other nodes' \
-                     write-sets is built, so these nodes do not replicate yet."
-                );
-            } else {
-                println!(
-                    "The node runs MariaDB behind the replicator: connect to the address above."
-                );
-            }
+            println!(
+                "Every node is writable: each runs MariaDB behind the replicator; connect to \
+                 any address above. `replicator cluster status` is not built yet: \
+                 SHOW STATUS LIKE 'wsrep%' through any node shows its state."
+            );
             println!("Ctrl-C stops the cluster.");
             shutdown_signal().await?;
             cluster.stop().await;

@@ -1,7 +1,9 @@
 //! `replicator cluster`, the README's first quick-start command, run as the
 //! real binary: it starts every node's MariaDB configured as the replicator
-//! requires, writes a manifest that lets a client connect, stops cleanly on
-//! SIGTERM, and keeps its data and credentials across a restart.
+//! requires and a replicator in front of each, writes a manifest that lets
+//! a client connect, replicates a write made on one node to the other,
+//! stops cleanly on SIGTERM, and resumes with its data and credentials
+//! after a restart (no bootstrap step).
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,7 +16,11 @@ fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-async fn start_cluster(dir: &Path, port: u16, first_address: &str) -> (Child, Manifest) {
+/// Ports of a test cluster: MariaDB, clients, ordered log.
+type Ports = (u16, u16, u16);
+
+async fn start_cluster(dir: &Path, ports: Ports, first_address: &str) -> (Child, Manifest) {
+    let (port, client_port, group_port) = ports;
     let _ = std::fs::remove_file(dir.join("cluster.json"));
     let child = Command::new(e2e::binary("replicator"))
         .args(["cluster", "--nodes", "2", "--buffer-pool-size", "32M"])
@@ -23,6 +29,10 @@ async fn start_cluster(dir: &Path, port: u16, first_address: &str) -> (Child, Ma
         .args([
             "--mariadb-port",
             &port.to_string(),
+            "--client-port",
+            &client_port.to_string(),
+            "--group-port",
+            &group_port.to_string(),
             "--first-address",
             first_address,
         ])
@@ -36,8 +46,15 @@ async fn start_cluster(dir: &Path, port: u16, first_address: &str) -> (Child, Ma
     (child, manifest)
 }
 
-async fn connect(manifest: &Manifest, node: usize) -> mysql_async::Conn {
-    let (host, port) = manifest.nodes[node].mariadb.rsplit_once(':').unwrap();
+/// A client connection to a node's MariaDB directly, or (`through`) to
+/// its replicator.
+async fn connect(manifest: &Manifest, node: usize, through: bool) -> mysql_async::Conn {
+    let address = if through {
+        &manifest.nodes[node].client
+    } else {
+        &manifest.nodes[node].mariadb
+    };
+    let (host, port) = address.rsplit_once(':').unwrap();
     let opts = mysql_async::OptsBuilder::default()
         .ip_or_hostname(host)
         .tcp_port(port.parse().unwrap())
@@ -61,20 +78,45 @@ async fn stop(mut child: Child, manifest: &Manifest) {
         .unwrap();
     assert!(status.success(), "clean exit, got {status}");
     for node in &manifest.nodes {
-        let pid = node.processes["mariadbd"].pid;
+        for program in ["mariadbd", "replicator"] {
+            let pid = node.processes[program].pid;
+            assert!(
+                !pid_alive(pid),
+                "{}'s {program} ({pid}) still running",
+                node.name
+            );
+        }
+    }
+}
+
+/// `SELECT id FROM quickstart.t` through node `n`'s replicator, polled
+/// until it returns a row (replication is asynchronous to the reader).
+async fn replicated_row(manifest: &Manifest, n: usize) -> i32 {
+    let mut conn = connect(manifest, n, true).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let row: Result<Option<i32>, _> = conn.query_first("SELECT id FROM quickstart.t").await;
+        if let Ok(Some(id)) = row {
+            return id;
+        }
         assert!(
-            !pid_alive(pid),
-            "{}'s mariadbd ({pid}) still running",
-            node.name
+            tokio::time::Instant::now() < deadline,
+            "node {n} did not receive the write: {row:?}"
         );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_command_starts_configured_nodes_and_stops_them() {
     let dir = tempfile::tempdir().unwrap();
-    let port = e2e::ports::free_port();
-    let (child, manifest) = start_cluster(dir.path(), port, "127.0.0.20").await;
+    let ports = (
+        e2e::ports::free_port(),
+        e2e::ports::free_port(),
+        e2e::ports::free_port(),
+    );
+    let port = ports.0;
+    let (child, manifest) = start_cluster(dir.path(), ports, "127.0.0.20").await;
     assert_eq!(manifest.nodes.len(), 2);
     assert_eq!(manifest.nodes[0].mariadb, format!("127.0.0.20:{port}"));
     assert_eq!(manifest.nodes[1].mariadb, format!("127.0.0.21:{port}"));
@@ -89,7 +131,8 @@ async fn cluster_command_starts_configured_nodes_and_stops_them() {
             process.pid
         );
         assert!(process.argv[0].ends_with("mariadbd"));
-        let mut conn = connect(&manifest, n).await;
+        assert!(pid_alive(node.processes["replicator"].pid));
+        let mut conn = connect(&manifest, n, false).await;
         let settings: (String, String, String, String, u32) = conn
             .query_first(
                 "SELECT @@log_bin, @@binlog_format, @@binlog_row_image, \
@@ -105,29 +148,45 @@ async fn cluster_command_starts_configured_nodes_and_stops_them() {
             node.name
         );
         server_ids.push(settings.4);
-        if n == 0 {
-            conn.query_drop("CREATE DATABASE quickstart").await.unwrap();
-            conn.query_drop("CREATE TABLE quickstart.t (id INT PRIMARY KEY)")
-                .await
-                .unwrap();
-            conn.query_drop("INSERT INTO quickstart.t VALUES (42)")
-                .await
-                .unwrap();
-        }
         conn.disconnect().await.unwrap();
     }
     assert_ne!(server_ids[0], server_ids[1], "server ids are unique");
+    // Written through node1's replicator, read through node2's.
+    let mut conn = connect(&manifest, 0, true).await;
+    conn.query_drop("CREATE DATABASE quickstart").await.unwrap();
+    conn.query_drop("CREATE TABLE quickstart.t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    conn.query_drop("INSERT INTO quickstart.t VALUES (42)")
+        .await
+        .unwrap();
+    conn.disconnect().await.unwrap();
+    assert_eq!(replicated_row(&manifest, 1).await, 42);
     stop(child, &manifest).await;
 
     // A restart reuses the data directory and the client account.
-    let (child, again) = start_cluster(dir.path(), port, "127.0.0.20").await;
+    let (child, again) = start_cluster(dir.path(), ports, "127.0.0.20").await;
     assert_eq!(again.password, manifest.password);
-    let mut conn = connect(&again, 0).await;
-    let kept: Option<i32> = conn
-        .query_first("SELECT id FROM quickstart.t")
+    assert_eq!(replicated_row(&again, 0).await, 42);
+    // Still one cluster: a write on node2 reaches node1.
+    let mut conn = connect(&again, 1, true).await;
+    conn.query_drop("INSERT INTO quickstart.t VALUES (43)")
         .await
         .unwrap();
-    assert_eq!(kept, Some(42));
+    conn.disconnect().await.unwrap();
+    let mut conn = connect(&again, 0, true).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: Option<i64> = conn
+            .query_first("SELECT COUNT(*) FROM quickstart.t")
+            .await
+            .unwrap();
+        if n == Some(2) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "43 not replicated");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     conn.disconnect().await.unwrap();
     stop(child, &again).await;
 }

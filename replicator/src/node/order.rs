@@ -59,6 +59,15 @@ impl CommitOrder {
         self.pending.front().is_some_and(|(s, _)| *s == seqno)
     }
 
+    /// Whether every delivered seqno up to `seqno` has finished (seqnos
+    /// the log used for something else never hold anything up).
+    pub fn is_done_through(&self, seqno: u64) -> bool {
+        self.pending
+            .iter()
+            .take_while(|(s, _)| *s <= seqno)
+            .all(|(_, done)| *done)
+    }
+
     /// `seqno` committed or was rolled back. Returns the new
     /// `last_committed` when it moved.
     pub fn finish(&mut self, seqno: u64) -> Result<Option<u64>, OrderError> {
@@ -93,6 +102,9 @@ mod tests {
         assert_eq!(o.finish(15).unwrap(), None, "12 is still open");
         assert_eq!(o.last_committed(), 10);
         assert_eq!(o.finish(12).unwrap(), Some(15));
+        assert!(o.is_done_through(14), "13 and 14 were never delivered");
+        assert!(o.is_done_through(15));
+        assert!(!o.is_done_through(16));
         assert!(o.is_turn(16));
         assert_eq!(o.finish(16).unwrap(), Some(16));
         assert_eq!(o.finish(16), Err(OrderError::Unknown(16)));

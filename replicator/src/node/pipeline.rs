@@ -429,10 +429,22 @@ impl Pipeline {
         }
     }
 
-    /// Wait until every seqno up to `seqno` has committed.
+    /// Wait until every delivered seqno up to `seqno` has finished.
     async fn wait_committed(&self, seqno: u64) {
         let mut committed = self.committed.subscribe();
-        let _ = committed.wait_for(|c| *c >= seqno).await;
+        loop {
+            if self
+                .order
+                .lock()
+                .expect("order lock")
+                .is_done_through(seqno)
+            {
+                return;
+            }
+            if committed.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Hand `delivered` to the session waiting for `xid`, if any; whether
