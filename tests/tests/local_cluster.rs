@@ -12,6 +12,19 @@ use mysql_async::prelude::*;
 use replicator::local_cluster::Manifest;
 use tokio::process::{Child, Command};
 
+/// Every node's replicator log, for failure messages.
+fn logs(dir: &Path) -> String {
+    (1..=2)
+        .map(|n| {
+            let path = dir.join(format!("node{n}")).join("replicator.log");
+            format!(
+                "--- node{n}:\n{}",
+                std::fs::read_to_string(path).unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
 fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -59,7 +72,10 @@ async fn connect(manifest: &Manifest, node: usize, through: bool) -> mysql_async
         .ip_or_hostname(host)
         .tcp_port(port.parse().unwrap())
         .user(Some(manifest.user.clone()))
-        .pass(Some(manifest.password.clone()));
+        .pass(Some(manifest.password.clone()))
+        // mysql_async would otherwise switch to the server's own socket
+        // (from @@socket) and bypass the replicator.
+        .prefer_socket(false);
     mysql_async::Conn::new(opts)
         .await
         .expect("connect with the manifest's account")
@@ -91,7 +107,7 @@ async fn stop(mut child: Child, manifest: &Manifest) {
 
 /// `SELECT id FROM quickstart.t` through node `n`'s replicator, polled
 /// until it returns a row (replication is asynchronous to the reader).
-async fn replicated_row(manifest: &Manifest, n: usize) -> i32 {
+async fn replicated_row(dir: &Path, manifest: &Manifest, n: usize) -> i32 {
     let mut conn = connect(manifest, n, true).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -101,7 +117,8 @@ async fn replicated_row(manifest: &Manifest, n: usize) -> i32 {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "node {n} did not receive the write: {row:?}"
+            "node {n} did not receive the write: {row:?}\n{}",
+            logs(dir)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -161,13 +178,13 @@ async fn cluster_command_starts_configured_nodes_and_stops_them() {
         .await
         .unwrap();
     conn.disconnect().await.unwrap();
-    assert_eq!(replicated_row(&manifest, 1).await, 42);
+    assert_eq!(replicated_row(dir.path(), &manifest, 1).await, 42);
     stop(child, &manifest).await;
 
     // A restart reuses the data directory and the client account.
     let (child, again) = start_cluster(dir.path(), ports, "127.0.0.20").await;
     assert_eq!(again.password, manifest.password);
-    assert_eq!(replicated_row(&again, 0).await, 42);
+    assert_eq!(replicated_row(dir.path(), &again, 0).await, 42);
     // Still one cluster: a write on node2 reaches node1.
     let mut conn = connect(&again, 1, true).await;
     conn.query_drop("INSERT INTO quickstart.t VALUES (43)")
