@@ -854,6 +854,40 @@ impl Pipeline {
         }
     }
 
+    /// Wait until every seqno the cluster had committed at the call (its
+    /// read index, confirmed by a quorum) has committed here.
+    async fn causal_wait_inner(&self) -> Result<(), CommitError> {
+        let timeout = self.config.commit_timeout;
+        let timed_out = || {
+            refused(
+                1205,
+                "HY000",
+                format!(
+                    "wsrep_sync_wait: this node did not catch up with the cluster within {timeout:?}"
+                ),
+            )
+        };
+        let index = match tokio::time::timeout(timeout, self.member.read_index()).await {
+            Err(_) => return Err(timed_out()),
+            Ok(Err(e)) => {
+                return Err(refused(
+                    1047,
+                    "08S01",
+                    format!("wsrep_sync_wait: the cluster's position is unknown here: {e}"),
+                ));
+            }
+            Ok(Ok(index)) => index,
+        };
+        let caught_up = async {
+            let mut processed = self.processed.subscribe();
+            let _ = processed.wait_for(|p| *p >= index).await;
+            self.wait_committed(index).await;
+        };
+        tokio::time::timeout(timeout, caught_up)
+            .await
+            .map_err(|_| timed_out())
+    }
+
     /// This node ran its total-order statement `seqno`: record it and let
     /// later commits go.
     async fn toi_done_inner(&self, seqno: u64) {
@@ -1011,6 +1045,14 @@ impl CommitService for Committer {
 
     fn schema_changed(&self) {
         self.0.capture.schema_changed();
+    }
+
+    fn causal_wait(&self) -> BoxFuture<'_, Result<(), CommitError>> {
+        Box::pin(self.0.causal_wait_inner())
+    }
+
+    fn is_primary(&self) -> bool {
+        self.0.member.primary().borrow().is_primary()
     }
 
     fn status(&self) -> Vec<(String, String)> {

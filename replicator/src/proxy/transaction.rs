@@ -104,6 +104,13 @@ pub trait CommitService: Send + Sync {
     fn toi_done<'a>(&'a self, seqno: u64) -> BoxFuture<'a, ()>;
     /// DDL ran: table metadata must be reloaded.
     fn schema_changed(&self);
+    /// Wait until this node has committed everything the cluster had
+    /// committed when the call was made (`wsrep_sync_wait`); an error
+    /// when that cannot be known or reached in time.
+    fn causal_wait(&self) -> BoxFuture<'_, Result<(), CommitError>>;
+    /// Whether this node is in the primary component: it may serve
+    /// clients. Otherwise every statement but status queries gets 1047.
+    fn is_primary(&self) -> bool;
     /// The node's state as Galera status variables (`wsrep_…`).
     fn status(&self) -> Vec<(String, String)>;
 }
@@ -153,6 +160,10 @@ pub struct Transactions<'s> {
 
 const ER_NOT_SUPPORTED: u16 = 1235;
 const ER_DEADLOCK: u16 = 1213;
+/// What Galera answers on a node outside the primary component.
+const ER_UNKNOWN_COM_ERROR: u16 = 1047;
+/// What Galera answers when `wsrep_sync_wait` times out.
+const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 /// The replicator's own schema: never replicated, never changed by clients.
 const OWN_SCHEMA: &str = "replicator";
 
@@ -185,6 +196,15 @@ impl<'s> Transactions<'s> {
                 .await?;
             return Ok(true);
         };
+        if !self.service.is_primary() && !allowed_outside_primary(&command.payload) {
+            wire.error_to_client(
+                ER_UNKNOWN_COM_ERROR,
+                "08S01",
+                "WSREP has not yet prepared node for application use",
+            )
+            .await?;
+            return Ok(true);
+        }
         match code {
             com::QUIT => {
                 wire.send_only(&command.payload).await?;
@@ -319,6 +339,19 @@ impl<'s> Transactions<'s> {
             set_status: if more { status::MORE_RESULTS_EXISTS } else { 0 },
             ..Relay::default()
         };
+        if causal_wait_applies(self.sync_wait, &class)
+            && let Err(e) = self.service.causal_wait().await
+        {
+            let (code, state, message) = match e {
+                CommitError::Refused {
+                    code,
+                    state,
+                    message,
+                } => (code, state, message),
+                CommitError::Indeterminate(why) => (ER_LOCK_WAIT_TIMEOUT, "HY000", why),
+            };
+            return self.refuse(wire, code, state, &message).await;
+        }
         match class {
             StatementClass::Xa => {
                 self.refuse(
@@ -905,10 +938,106 @@ impl<'s> Transactions<'s> {
     }
 }
 
+/// Whether `wsrep_sync_wait = mask` makes a statement of `class` wait for
+/// the cluster first (Galera's bits: 1 reads and BEGIN, 2 UPDATE and
+/// DELETE, 4 INSERT and REPLACE, 8 SHOW; writes are not told apart here,
+/// so bit 2 or 4 makes every write wait — waiting more is always safe).
+fn causal_wait_applies(mask: u64, class: &StatementClass) -> bool {
+    match class {
+        StatementClass::Read | StatementClass::Begin(_) => mask & (1 | 8) != 0,
+        StatementClass::Write => mask & (2 | 4) != 0,
+        _ => false,
+    }
+}
+
+/// Whether a command may run on a node outside the primary component (as
+/// with Galera: status and settings, never data): quitting, pinging,
+/// closing a statement, and `SHOW`, `SET`, `USE`, `ROLLBACK` queries.
+fn allowed_outside_primary(payload: &[u8]) -> bool {
+    match payload.first() {
+        Some(&(com::QUIT | com::PING | com::STMT_CLOSE | com::INIT_DB)) => true,
+        Some(&com::QUERY) => {
+            let text = String::from_utf8_lossy(&payload[1..]);
+            if classify::split_statements(&text).len() > 1 {
+                return false;
+            }
+            match classify::classify(&text) {
+                StatementClass::Set { .. }
+                | StatementClass::Session
+                | StatementClass::Rollback { .. }
+                | StatementClass::Empty => true,
+                StatementClass::Read => first_word_is_show(&text),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Whether the statement's first word (after comments) is `SHOW`.
+fn first_word_is_show(text: &str) -> bool {
+    let mut rest = text.trim_start();
+    loop {
+        if let Some(r) = rest.strip_prefix("/*") {
+            match r.find("*/") {
+                Some(end) if !r.starts_with('!') => rest = r[end + 2..].trim_start(),
+                _ => return false,
+            }
+        } else if rest.starts_with("--") || rest.starts_with('#') {
+            match rest.find('\n') {
+                Some(end) => rest = rest[end + 1..].trim_start(),
+                None => return false,
+            }
+        } else {
+            break;
+        }
+    }
+    rest.get(..4)
+        .is_some_and(|w| w.eq_ignore_ascii_case("SHOW"))
+        && rest[4..].starts_with(|c: char| c.is_whitespace())
+}
+
 /// Relay everything to the client.
 fn forward() -> Relay {
     Relay {
         to_client: true,
         ..Relay::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(sql: &str) -> Vec<u8> {
+        query_payload(sql)
+    }
+
+    #[test]
+    fn outside_the_primary_component_only_status_and_settings_run() {
+        for allowed in [
+            "SHOW STATUS LIKE 'wsrep%'",
+            "/* probe */ show global status",
+            "SET SESSION wsrep_sync_wait = 1",
+            "USE d",
+            "ROLLBACK",
+            "",
+        ] {
+            assert!(allowed_outside_primary(&query(allowed)), "{allowed}");
+        }
+        for refused in [
+            "SELECT 1",
+            "INSERT INTO t VALUES (1)",
+            "COMMIT",
+            "SHOW STATUS; DELETE FROM t",
+            "SHOWX",
+            "/*!50000 SHOW */ TABLES",
+            "CREATE TABLE t (id INT PRIMARY KEY)",
+        ] {
+            assert!(!allowed_outside_primary(&query(refused)), "{refused}");
+        }
+        assert!(allowed_outside_primary(&[com::PING]));
+        assert!(!allowed_outside_primary(&[com::STMT_EXECUTE, 1, 0, 0, 0]));
+        assert!(!allowed_outside_primary(&[]));
     }
 }
