@@ -18,6 +18,10 @@ pub struct RunSettings {
     /// Where MySQL clients connect [default: 0.0.0.0:3306].
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Where `/health` and `/metrics` are served over HTTP [default: not
+    /// served].
+    #[arg(long)]
+    pub http_listen: Option<SocketAddr>,
     /// The local MariaDB's socket [default: /run/mysqld/mysqld.sock].
     #[arg(long)]
     pub mariadb_socket: Option<PathBuf>,
@@ -84,6 +88,7 @@ pub struct RunSettings {
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     pub listen: SocketAddr,
+    pub http_listen: Option<SocketAddr>,
     pub backend: Backend,
     pub user: String,
     pub password: Option<String>,
@@ -163,6 +168,7 @@ impl RunSettings {
             ));
         }
         Ok(RunConfig {
+            http_listen: self.http_listen.or(file.http_listen),
             listen: self
                 .listen
                 .or(file.listen)

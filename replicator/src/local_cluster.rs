@@ -41,6 +41,8 @@ pub struct ClusterOptions {
     pub client_port: u16,
     /// The ordered log's port on each node's address.
     pub group_port: u16,
+    /// `/health` and `/metrics` on each node's address.
+    pub http_port: u16,
 }
 
 /// One process of a node, as started.
@@ -59,6 +61,8 @@ pub struct NodeInfo {
     pub mariadb: String,
     /// `host:port` where clients connect (the node's replicator).
     pub client: String,
+    /// `host:port` of the node's `/health` and `/metrics`.
+    pub http: String,
     /// Keyed by program name (`mariadbd`, `replicator`).
     pub processes: BTreeMap<String, ProcessInfo>,
 }
@@ -171,6 +175,7 @@ impl LocalCluster {
                 name,
                 mariadb: format!("{address}:{}", options.mariadb_port),
                 client: format!("{address}:{}", options.client_port),
+                http: format!("{address}:{}", options.http_port),
                 processes,
             });
             cluster.servers.push(server);
@@ -210,9 +215,13 @@ impl LocalCluster {
                 (false, _) => Role::Resume,
             };
             let listen = self.manifest.nodes[n].client.clone();
-            let group = format!("{}:{}", node_address(n), options.group_port);
+            let addresses = Addresses {
+                client: listen.clone(),
+                http: self.manifest.nodes[n].http.clone(),
+                group: format!("{}:{}", node_address(n), options.group_port),
+            };
             let (child, info) =
-                spawn_replicator(&node_dir, &self.servers[n], &listen, &group, &secret, &role)
+                spawn_replicator(&node_dir, &self.servers[n], &addresses, &secret, &role)
                     .with_context(|| format!("starting {name}'s replicator"))?;
             self.replicators.push(child);
             self.manifest.nodes[n]
@@ -298,12 +307,18 @@ fn cluster_secret(dir: &Path) -> Result<String> {
     Ok(secret)
 }
 
+/// Where a node's replicator listens.
+struct Addresses {
+    client: String,
+    http: String,
+    group: String,
+}
+
 /// Spawn `replicator run` for a node.
 fn spawn_replicator(
     node_dir: &Path,
     server: &MariadbServer,
-    listen: &str,
-    group: &str,
+    addresses: &Addresses,
     secret: &str,
     role: &Role,
 ) -> Result<(tokio::process::Child, ProcessInfo)> {
@@ -312,7 +327,9 @@ fn spawn_replicator(
         std::env::current_exe()?.display().to_string(),
         "run".into(),
         "--listen".into(),
-        listen.to_string(),
+        addresses.client.clone(),
+        "--http-listen".into(),
+        addresses.http.clone(),
         "--mariadb-socket".into(),
         server.config().socket().display().to_string(),
         "--user".into(),
@@ -320,7 +337,7 @@ fn spawn_replicator(
         "--data-dir".into(),
         data_dir.display().to_string(),
         "--group-listen".into(),
-        group.to_string(),
+        addresses.group.clone(),
     ];
     match role {
         Role::Bootstrap => argv.push("--bootstrap".into()),

@@ -61,6 +61,9 @@ enum Command {
         /// The ordered log's port on each node's address.
         #[arg(long, default_value_t = 4567)]
         group_port: u16,
+        /// `/health` and `/metrics` on each node's address.
+        #[arg(long, default_value_t = 8080)]
+        http_port: u16,
     },
 }
 
@@ -103,6 +106,7 @@ async fn main() -> Result<()> {
             buffer_pool_size,
             client_port,
             group_port,
+            http_port,
         } => {
             let options = ClusterOptions {
                 nodes,
@@ -112,6 +116,7 @@ async fn main() -> Result<()> {
                 buffer_pool_size,
                 client_port,
                 group_port,
+                http_port,
             };
             let cluster = LocalCluster::start(&options).await?;
             let m = cluster.manifest();
@@ -123,8 +128,8 @@ async fn main() -> Result<()> {
             for node in &m.nodes {
                 let (host, port) = node.client.rsplit_once(':').unwrap_or((&node.client, ""));
                 println!(
-                    "  {}: mariadb -h {host} -P {port} -u {} -p'{}'",
-                    node.name, m.user, m.password
+                    "  {}: mariadb -h {host} -P {port} -u {} -p'{}'   (health: http://{}/health)",
+                    node.name, m.user, m.password, node.http
                 );
             }
             println!(

@@ -22,6 +22,7 @@ use group::{GroupConfig, GroupMember};
 use crate::apply::Applier;
 use crate::capture::{Capture, CaptureConfig};
 use crate::config::RunConfig;
+use crate::proxy::transaction::CommitService;
 use crate::proxy::{Backend, ProxyConfig};
 use pipeline::{Committer, Fatal, Pipeline, PipelineConfig, read_position};
 
@@ -180,6 +181,19 @@ pub async fn run(
         .await
         .map_err(|e| start_err("client port")(format!("{}: {e}", config.listen)))?;
     let listen = listener.local_addr().unwrap_or(config.listen);
+    let service: Arc<dyn CommitService> = Arc::new(Committer(pipeline.clone()));
+    let http = match config.http_listen {
+        Some(address) => {
+            let http_listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| start_err("HTTP port")(format!("{address}: {e}")))?;
+            Some(tokio::spawn(crate::http::serve(
+                http_listener,
+                service.clone(),
+            )))
+        }
+        None => None,
+    };
     let proxy = tokio::spawn(crate::proxy::serve(
         listener,
         ProxyConfig {
@@ -187,7 +201,7 @@ pub async fn run(
             max_packet: 1 << 30,
             connect_timeout: Duration::from_secs(10),
         },
-        Arc::new(Committer(pipeline.clone())),
+        service,
     ));
     tracing::info!(
         node = node_id,
@@ -204,6 +218,9 @@ pub async fn run(
         fatal = pipeline.stopped() => Err(NodeError::Fatal(fatal)),
     };
     proxy.abort();
+    if let Some(http) = http {
+        http.abort();
+    }
     capture.shutdown().await;
     member.shutdown().await;
     admin.disconnect().await.ok();
