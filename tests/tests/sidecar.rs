@@ -473,3 +473,58 @@ async fn every_kind_of_client_works_through_the_replicator() {
     assert_eq!(events, Some(400), "{text}");
     assert!(!text.contains("FATAL"), "{text}");
 }
+
+/// Rows reach the client byte for byte, also when the proxy edits the
+/// status flags of the response: binary rows always start with 0x00, and
+/// so does a text row whose first column is '' — neither is an OK packet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_rows_reach_the_client_unchanged() {
+    let n = node(&[]).await;
+    let mut c = n.sidecar.conn().await;
+    c.query_drop(
+        "CREATE TABLE r (id INT PRIMARY KEY, v INT, s VARCHAR(10)); \
+         CREATE PROCEDURE p() SELECT 257, 7",
+    )
+    .await
+    .unwrap();
+
+    // Binary protocol, a write in autocommit that returns rows (the proxy
+    // clears IN_TRANS in the response): as a row, 257 is 01 01 00 00.
+    let rows: Vec<(i32, i32)> = c
+        .exec(
+            "INSERT INTO r (id, v) VALUES (?, ?) RETURNING id, v",
+            (257, 7),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![(257, 7)]);
+    let rows: Vec<(i64, i64)> = c.exec("CALL p()", ()).await.unwrap();
+    assert_eq!(rows, vec![(257, 7)]);
+
+    // Text protocol, first column '': the same write, and a multi-statement
+    // query (the proxy sets MORE_RESULTS_EXISTS in the first result).
+    let rows: Vec<(String, i64)> = c
+        .query("INSERT INTO r (id, v, s) VALUES (258, 9, '') RETURNING s, 1357913")
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![(String::new(), 1357913)]);
+    let sql = "SELECT '', 12345, 'x'; SELECT 1";
+    let mut result = c.query_iter(sql).await.unwrap();
+    let through: Vec<(String, String, String)> = result.collect().await.unwrap();
+    let second: Vec<i64> = result.collect().await.unwrap();
+    drop(result);
+    let mut root = n.server.root_conn().await.unwrap();
+    let mut result = root.query_iter(sql).await.unwrap();
+    let direct: Vec<(String, String, String)> = result.collect().await.unwrap();
+    drop(result);
+    assert_eq!(through, direct, "the same rows as directly from MariaDB");
+    assert_eq!(through, vec![("".into(), "12345".into(), "x".into())]);
+    assert_eq!(second, vec![1]);
+
+    // The writes committed as written.
+    let stored: Vec<(i32, i32)> = root
+        .query("SELECT id, v FROM d.r ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(stored, vec![(257, 7), (258, 9)]);
+}
