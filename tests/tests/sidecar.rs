@@ -528,3 +528,141 @@ async fn result_rows_reach_the_client_unchanged() {
         .unwrap();
     assert_eq!(stored, vec![(257, 7), (258, 9)]);
 }
+
+/// Run a Python script (PyMySQL) against the node; its standard output.
+async fn python(script: &str) -> String {
+    let out = tokio::process::Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// COM_SET_OPTION turns multi-statements on and off as MariaDB does, and a
+/// statement hidden behind another is handled like any other: a write is
+/// replicated, client XA is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn com_set_option_switches_multi_statements() {
+    let n = node(&[]).await;
+    let mut c = n.sidecar.conn().await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let port = n.sidecar.port;
+    let script = format!(
+        r#"
+import pymysql
+from pymysql.constants import CLIENT, COMMAND
+
+def connect(flags):
+    return pymysql.connect(host='127.0.0.1', port={port}, user='{APP_USER}',
+                           password='{APP_PASSWORD}', database='d',
+                           autocommit=True, client_flag=flags)
+
+def set_multi(c, on):
+    c._execute_command(COMMAND.COM_SET_OPTION, b'\x00\x00' if on else b'\x01\x00')
+    c._read_packet()
+
+def run(c, sql):
+    cur = c.cursor()
+    out = []
+    try:
+        cur.execute(sql)
+        out.append(len(cur.fetchall()))
+        while cur.nextset():
+            out.append(len(cur.fetchall() or ()))
+        return 'ok %s' % out
+    except pymysql.MySQLError as e:
+        return 'error %d after %s' % (e.args[0], out)
+
+def replicated(c):
+    cur = c.cursor()
+    cur.execute("SHOW STATUS WHERE Variable_name = 'wsrep_replicated'")
+    return int(cur.fetchone()[1])
+
+a = connect(0)
+print('off at connect:', run(a, 'SELECT 1; SELECT 2'))
+set_multi(a, True)
+before = replicated(a)
+print('on:', run(a, 'SELECT 1; INSERT INTO t VALUES (1)'))
+print('replicated:', replicated(a) - before)
+print('hidden xa:', run(a, 'SELECT 1; XA START \'mine\''))
+set_multi(a, False)
+print('off again:', run(a, 'SELECT 1; SELECT 2'))
+
+b = connect(CLIENT.MULTI_STATEMENTS)
+print('on at connect:', run(b, 'SELECT 1; SELECT 2'))
+set_multi(b, False)
+print('turned off:', run(b, 'SELECT 1; SELECT 2'))
+"#
+    );
+    assert_eq!(
+        python(&script).await,
+        "off at connect: error 1064 after []\n\
+         on: ok [1, 0]\n\
+         replicated: 1\n\
+         hidden xa: error 1235 after [1]\n\
+         off again: error 1064 after []\n\
+         on at connect: ok [1, 1]\n\
+         turned off: error 1064 after []\n"
+    );
+    assert_eq!(count(&n.server, "SELECT COUNT(*) FROM d.t").await, 1);
+    assert!(xa_recover(&n.server).await.is_empty());
+}
+
+/// A multi-statement query that is not UTF-8 (here latin1) is split and
+/// each statement handled on its own: the write is replicated, a client XA
+/// statement behind a read is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_statements_that_are_not_utf8_are_split() {
+    let n = node(&[]).await;
+    let mut c = n.sidecar.conn().await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, s VARCHAR(10)); SET NAMES latin1")
+        .await
+        .unwrap();
+    let before = wsrep(&mut c).await;
+    let sql: &[u8] = b"SELECT '\xe9;'; INSERT INTO t VALUES (1, '\xe9')";
+    let mut result = c.query_iter(sql).await.unwrap();
+    let first: Vec<Vec<u8>> = result.collect().await.unwrap();
+    let second: Vec<mysql_async::Row> = result.collect().await.unwrap();
+    drop(result);
+    assert_eq!(first, vec![b"\xe9;".to_vec()]);
+    assert!(second.is_empty());
+    let after = wsrep(&mut c).await;
+    assert_eq!(after.0, before.0 + 1, "the insert was replicated");
+
+    let sql: &[u8] = b"SELECT '\xe9'; XA START 'mine'";
+    let err = match c.query_iter(sql).await {
+        Ok(mut result) => {
+            let _: Vec<Vec<u8>> = result.collect().await.unwrap();
+            result.collect::<Vec<u8>>().await.unwrap_err()
+        }
+        Err(e) => e,
+    };
+    assert_eq!(code(&err), Some(1235), "{err}");
+
+    // In gbk, 0xBF 0x5C is one character: MariaDB sees a complete literal
+    // and a second statement where the proxy sees one literal. The server
+    // connection never splits, so MariaDB refuses the query; the client's
+    // XA START never runs.
+    c.query_drop("SET NAMES gbk").await.unwrap();
+    let sql: &[u8] = b"SELECT '\xbf\x5c'; XA START 'mine'; SELECT '";
+    let err = c.query_drop(sql).await.unwrap_err();
+    assert_eq!(code(&err), Some(1064), "{err}");
+    c.query_drop("INSERT INTO t VALUES (2, 'x')").await.unwrap();
+    drop(c);
+
+    let mut root = n.server.root_conn().await.unwrap();
+    let stored: Vec<(i32, String)> = root
+        .query("SELECT id, s FROM d.t WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(stored, vec![(1, "é".to_string())]);
+    assert!(xa_recover(&n.server).await.is_empty());
+}

@@ -8,6 +8,12 @@
 //! tiny lexer (comments, quotes, executable comments as MariaDB 10.11 treats
 //! them) yields tokens, and a few keyword rules look at the first of them.
 //!
+//! Both work on bytes, not on `str`: statement text is in the client's
+//! character set, which need not be UTF-8. Every byte that matters to the
+//! lexer (quotes, `;`, comment marks, keywords) is ASCII, and a byte of
+//! 0x80 or more is part of a word or of a quoted literal, as in MariaDB's
+//! lexer for UTF-8, the single-byte sets and the EUC sets.
+//!
 //! Both functions are total: every input gets an answer and nothing panics.
 //! What is not recognised is [`StatementClass::Write`], the conservative
 //! answer.
@@ -17,7 +23,11 @@
 //!   `SETVAL(...)`, `GET_LOCK(...)`, stored functions that write) is still
 //!   [`StatementClass::Read`];
 //! - the default SQL mode is assumed: backslash escapes are honoured, `"..."`
-//!   is a string (no `ANSI_QUOTES`, no `NO_BACKSLASH_ESCAPES`, no Oracle mode).
+//!   is a string (no `ANSI_QUOTES`, no `NO_BACKSLASH_ESCAPES`, no Oracle mode);
+//! - in the character sets whose two-byte characters may end in an ASCII
+//!   byte (big5, cp932, gbk, sjis) a `\\` or `` ` `` that ends such a
+//!   character is read as itself. The proxy never lets the server split a
+//!   query, so a query split differently is refused by MariaDB, not run.
 
 use std::ops::Range;
 
@@ -77,13 +87,17 @@ pub enum StatementClass {
     Session,
     /// `PREPARE name FROM 'text'` / `FROM @var`; `text` is the unescaped
     /// literal when the source is a string literal. Names are kept as
-    /// written (MariaDB compares them case-insensitively).
-    SqlPrepare { name: String, text: Option<String> },
+    /// written, in the client's bytes (MariaDB compares them
+    /// case-insensitively).
+    SqlPrepare {
+        name: Vec<u8>,
+        text: Option<Vec<u8>>,
+    },
     /// `EXECUTE name [USING ...]` (`EXECUTE IMMEDIATE 'text'` is classified
     /// as its text).
-    SqlExecute { name: String },
+    SqlExecute { name: Vec<u8> },
     /// `DEALLOCATE PREPARE name` / `DROP PREPARE name`.
-    SqlDeallocate { name: String },
+    SqlDeallocate { name: Vec<u8> },
     /// `CREATE [OR REPLACE] TEMPORARY TABLE` / `DROP TEMPORARY TABLE`: no
     /// implicit commit, stays local.
     TemporaryTable,
@@ -128,13 +142,13 @@ const MAX_DEPTH: u32 = 8;
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Tok<'a> {
     /// Unquoted keyword or identifier.
-    Word(&'a str),
+    Word(&'a [u8]),
     /// `backquoted` identifier, unescaped.
-    Ident(String),
+    Ident(Vec<u8>),
     /// `'...'` or `"..."` literal, unescaped.
-    Str(String),
+    Str(Vec<u8>),
     /// A run of ASCII digits.
-    Num(&'a str),
+    Num(&'a [u8]),
     /// Any other ASCII character.
     Sym(char),
 }
@@ -151,8 +165,8 @@ fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
 }
 
-fn lex(src: &str) -> Vec<Token<'_>> {
-    let b = src.as_bytes();
+fn lex(src: &[u8]) -> Vec<Token<'_>> {
+    let b = src;
     let mut toks = Vec::new();
     let mut i = 0;
     let mut exec = false;
@@ -182,7 +196,7 @@ fn lex(src: &str) -> Vec<Token<'_>> {
                 continue;
             }
             b'\'' | b'"' | b'`' => {
-                let (text, end) = quoted(src, i, char::from(c));
+                let (text, end) = quoted(src, i, c);
                 i = end;
                 if c == b'`' {
                     Tok::Ident(text)
@@ -194,8 +208,8 @@ fn lex(src: &str) -> Vec<Token<'_>> {
                 while b.get(i).is_some_and(|&x| is_word_byte(x)) {
                     i += 1;
                 }
-                let w = src.get(start..i).unwrap_or("");
-                if w.bytes().all(|x| x.is_ascii_digit()) {
+                let w = src.get(start..i).unwrap_or_default();
+                if w.iter().all(|x| x.is_ascii_digit()) {
                     Tok::Num(w)
                 } else {
                     Tok::Word(w)
@@ -257,30 +271,30 @@ fn comment(b: &[u8], i: usize, exec: &mut bool) -> usize {
 
 /// Lexes the quoted literal or identifier opening at `i`; returns its
 /// unescaped text and the index after it (end of input if unterminated).
-fn quoted(src: &str, i: usize, q: char) -> (String, usize) {
-    let rest = src.get(i + 1..).unwrap_or("");
-    let mut out = String::new();
-    let mut chars = rest.char_indices().peekable();
-    while let Some((k, ch)) = chars.next() {
+fn quoted(src: &[u8], i: usize, q: u8) -> (Vec<u8>, usize) {
+    let rest = src.get(i + 1..).unwrap_or_default();
+    let mut out = Vec::new();
+    let mut bytes = rest.iter().copied().enumerate().peekable();
+    while let Some((k, ch)) = bytes.next() {
         if ch == q {
-            if chars.next_if(|&(_, n)| n == q).is_some() {
+            if bytes.next_if(|&(_, n)| n == q).is_some() {
                 out.push(q);
                 continue;
             }
             return (out, i + 1 + k + 1);
         }
-        if ch == '\\' && q != '`' {
-            let Some((_, e)) = chars.next() else { break };
-            if matches!(e, '%' | '_') {
-                out.push('\\'); // kept for LIKE patterns, as MariaDB does
+        if ch == b'\\' && q != b'`' {
+            let Some((_, e)) = bytes.next() else { break };
+            if matches!(e, b'%' | b'_') {
+                out.push(b'\\'); // kept for LIKE patterns, as MariaDB does
             }
             out.push(match e {
-                '0' => '\0',
-                'b' => '\x08',
-                'n' => '\n',
-                'r' => '\r',
-                't' => '\t',
-                'Z' => '\x1a',
+                b'0' => b'\0',
+                b'b' => b'\x08',
+                b'n' => b'\n',
+                b'r' => b'\r',
+                b't' => b'\t',
+                b'Z' => b'\x1a',
                 _ => e,
             });
             continue;
@@ -293,7 +307,7 @@ fn quoted(src: &str, i: usize, q: char) -> (String, usize) {
 // --------------------------------------------------------------- cursor --
 
 fn kw(t: &Tok<'_>, k: &str) -> bool {
-    matches!(t, Tok::Word(w) if w.eq_ignore_ascii_case(k))
+    matches!(t, Tok::Word(w) if w.eq_ignore_ascii_case(k.as_bytes()))
 }
 
 /// A cursor over tokens with keyword helpers.
@@ -346,7 +360,7 @@ impl<'t, 'a> Cur<'t, 'a> {
         hit
     }
     /// The next token if it is an unquoted word.
-    fn word(&mut self) -> Option<&'a str> {
+    fn word(&mut self) -> Option<&'a [u8]> {
         match self.peek_at(0) {
             Some(Tok::Word(w)) => {
                 self.pos += 1;
@@ -356,9 +370,9 @@ impl<'t, 'a> Cur<'t, 'a> {
         }
     }
     /// The next token if it is an identifier, quoted or not.
-    fn name(&mut self) -> Option<String> {
+    fn name(&mut self) -> Option<Vec<u8>> {
         let name = match self.peek_at(0)? {
-            Tok::Word(w) => (*w).to_owned(),
+            Tok::Word(w) => w.to_vec(),
             Tok::Ident(s) => s.clone(),
             _ => return None,
         };
@@ -366,10 +380,10 @@ impl<'t, 'a> Cur<'t, 'a> {
         Some(name)
     }
     /// A string literal (adjacent literals concatenate, as in SQL).
-    fn string_lit(&mut self) -> Option<String> {
-        let mut out: Option<String> = None;
+    fn string_lit(&mut self) -> Option<Vec<u8>> {
+        let mut out: Option<Vec<u8>> = None;
         while let Some(Tok::Str(s)) = self.peek_at(0) {
-            out.get_or_insert_with(String::new).push_str(s);
+            out.get_or_insert_with(Vec::new).extend_from_slice(s);
             self.pos += 1;
         }
         out
@@ -393,11 +407,11 @@ impl<'t, 'a> Cur<'t, 'a> {
 
 // -------------------------------------------------------- classification --
 
-/// Classify one statement (the text of a single statement; a trailing
-/// semicolon and comments are allowed; only the text before the first
-/// semicolon is looked at).
-pub fn classify(sql: &str) -> StatementClass {
-    classify_tokens(&lex(sql), 0)
+/// Classify one statement (the text of a single statement, in the client's
+/// bytes; a trailing semicolon and comments are allowed; only the text
+/// before the first semicolon is looked at).
+pub fn classify(sql: impl AsRef<[u8]>) -> StatementClass {
+    classify_tokens(&lex(sql.as_ref()), 0)
 }
 
 fn classify_tokens(toks: &[Token<'_>], depth: u32) -> StatementClass {
@@ -419,7 +433,7 @@ fn classify_tokens(toks: &[Token<'_>], depth: u32) -> StatementClass {
     let Some(first) = c.word() else {
         return C::Write;
     };
-    match first.to_ascii_uppercase().as_str() {
+    match String::from_utf8_lossy(first).to_ascii_uppercase().as_str() {
         "SELECT" | "SHOW" | "DESCRIBE" | "DESC" | "EXPLAIN" | "HELP" | "VALUES" | "TABLE"
         | "CHECKSUM" => C::Read,
         "WITH" => classify_with(&mut c, depth),
@@ -611,11 +625,14 @@ fn skip_user(c: &mut Cur<'_, '_>) {
     }
 }
 
-fn ddl_object(object: Option<&str>, temporary: bool) -> StatementClass {
+fn ddl_object(object: Option<&[u8]>, temporary: bool) -> StatementClass {
     let Some(object) = object else {
         return StatementClass::Write;
     };
-    match object.to_ascii_uppercase().as_str() {
+    match String::from_utf8_lossy(object)
+        .to_ascii_uppercase()
+        .as_str()
+    {
         "TABLE" if temporary => StatementClass::TemporaryTable,
         "USER" | "ROLE" => StatementClass::ImplicitCommit(ImplicitCommit::Account),
         "TABLE" | "TABLES" | "INDEX" | "VIEW" | "PROCEDURE" | "FUNCTION" | "TRIGGER" | "EVENT"
@@ -684,16 +701,16 @@ fn classify_set(c: &mut Cur<'_, '_>, depth: u32) -> StatementClass {
         }
         if is_global {
             global = true;
-        } else if name.eq_ignore_ascii_case("autocommit") {
+        } else if name.eq_ignore_ascii_case(b"autocommit") {
             autocommit = bool_value(it.rest());
             autocommit_unknown = autocommit.is_none();
-        } else if name.eq_ignore_ascii_case("wsrep_sync_wait") {
+        } else if name.eq_ignore_ascii_case(b"wsrep_sync_wait") {
             sync_wait = match it.rest() {
                 [
                     Token {
                         tok: Tok::Num(n), ..
                     },
-                ] => n.parse().ok(),
+                ] => std::str::from_utf8(n).ok().and_then(|n| n.parse().ok()),
                 _ => None,
             };
         }
@@ -711,17 +728,17 @@ fn classify_set(c: &mut Cur<'_, '_>, depth: u32) -> StatementClass {
 fn bool_value(toks: &[Token<'_>]) -> Option<bool> {
     let [t] = toks else { return None };
     let word = match &t.tok {
-        Tok::Num("1") => return Some(true),
-        Tok::Num("0") => return Some(false),
-        Tok::Word(w) if w.eq_ignore_ascii_case("TRUE") => return Some(true),
-        Tok::Word(w) if w.eq_ignore_ascii_case("FALSE") => return Some(false),
+        Tok::Num(b"1") => return Some(true),
+        Tok::Num(b"0") => return Some(false),
+        Tok::Word(w) if w.eq_ignore_ascii_case(b"TRUE") => return Some(true),
+        Tok::Word(w) if w.eq_ignore_ascii_case(b"FALSE") => return Some(false),
         Tok::Word(w) => *w,
-        Tok::Str(s) => s.as_str(),
+        Tok::Str(s) => s.as_slice(),
         _ => return None,
     };
-    if word.eq_ignore_ascii_case("ON") {
+    if word.eq_ignore_ascii_case(b"ON") {
         Some(true)
-    } else if word.eq_ignore_ascii_case("OFF") {
+    } else if word.eq_ignore_ascii_case(b"OFF") {
         Some(false)
     } else {
         None
@@ -758,9 +775,12 @@ fn top_level_items<'t, 'a>(toks: &'t [Token<'a>]) -> Vec<&'t [Token<'a>]> {
 ///
 /// Returns byte ranges into `sql`, in order, without the separating
 /// semicolon and without surrounding whitespace (comments are kept).
-/// Empty statements are dropped; when there is none at all the result is
-/// the single empty range `0..0`.
-pub fn split_statements(sql: &str) -> Vec<Range<usize>> {
+/// Every range starts and ends next to an ASCII byte or at an end, so a
+/// UTF-8 text is cut on character boundaries. Empty statements are
+/// dropped; when there is none at all the result is the single empty
+/// range `0..0`.
+pub fn split_statements(sql: impl AsRef<[u8]>) -> Vec<Range<usize>> {
+    let sql = sql.as_ref();
     let toks = lex(sql);
     let mut out = Vec::new();
     let (mut i, mut seg_start) = (0, 0);
@@ -779,11 +799,11 @@ pub fn split_statements(sql: &str) -> Vec<Range<usize>> {
     out
 }
 
-fn trim(sql: &str, r: Range<usize>) -> Range<usize> {
-    let text = sql.get(r.clone()).unwrap_or("");
-    let ws = |ch: char| ch.is_ascii_whitespace() || ch == '\x0b';
-    let start = r.start + (text.len() - text.trim_start_matches(ws).len());
-    let end = r.start + text.trim_end_matches(ws).len();
+fn trim(sql: &[u8], r: Range<usize>) -> Range<usize> {
+    let text = sql.get(r.clone()).unwrap_or_default();
+    let ws = |ch: &u8| ch.is_ascii_whitespace() || *ch == 0x0b;
+    let start = r.start + text.iter().position(|c| !ws(c)).unwrap_or(text.len());
+    let end = r.start + text.iter().rposition(|c| !ws(c)).map_or(0, |p| p + 1);
     start..end.max(start)
 }
 
@@ -1189,6 +1209,39 @@ mod tests {
     }
 
     #[test]
+    fn text_that_is_not_utf8_is_split_and_classified_on_bytes() {
+        // latin1 'é' (0xE9) inside a literal, a comment and an identifier.
+        let sql: &[u8] = b"SELECT '\xe9;' /* \xe9; */; INSERT INTO t\xe9 VALUES (1);XA START 'x'";
+        let parts: Vec<&[u8]> = split_statements(sql).into_iter().map(|r| &sql[r]).collect();
+        assert_eq!(
+            parts,
+            vec![
+                &b"SELECT '\xe9;' /* \xe9; */"[..],
+                b"INSERT INTO t\xe9 VALUES (1)",
+                b"XA START 'x'"
+            ]
+        );
+        let classes: Vec<C> = parts.iter().map(classify).collect();
+        assert_eq!(classes, vec![C::Read, C::Write, C::Xa]);
+        // Names and literals keep their bytes.
+        assert_eq!(
+            classify(b"PREPARE s\xe9 FROM 'SELECT \xff'"),
+            C::SqlPrepare {
+                name: b"s\xe9".to_vec(),
+                text: Some(b"SELECT \xff".to_vec())
+            }
+        );
+        assert_eq!(
+            classify(b"EXECUTE `\xe9\xff`"),
+            C::SqlExecute {
+                name: b"\xe9\xff".to_vec()
+            }
+        );
+        // A keyword cannot be made of other bytes.
+        assert_eq!(classify(b"\xc5\xbfELECT 1"), C::Write);
+    }
+
+    #[test]
     fn nested_execute_immediate_is_bounded() {
         let mut sql = "SELECT 1".to_owned();
         for _ in 0..12 {
@@ -1239,6 +1292,17 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn total_on_any_bytes(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = classify(&b);
+            let mut last = 0;
+            for r in split_statements(&b) {
+                prop_assert!(r.start >= last && r.start <= r.end && r.end <= b.len());
+                let _ = classify(&b[r.clone()]);
+                last = r.end;
+            }
+        }
+
         #[test]
         fn total_on_any_string(s in any::<String>()) {
             let _ = classify(&s);

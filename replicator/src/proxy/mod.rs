@@ -8,6 +8,7 @@
 //! - [`response`] — the response state machine (when a response ends).
 //! - [`session`] — one session's two connections and relaying.
 //! - [`classify`] — lexer-level statement classification and splitting.
+//! - [`prepared`] — statement classes of prepared statements.
 //! - [`status`] — `SHOW STATUS LIKE 'wsrep%'` answered with the node's state.
 //! - [`transaction`] — transactions as XA, ended through the cluster's
 //!   [`transaction::CommitService`].
@@ -17,6 +18,7 @@
 pub mod classify;
 pub mod handshake;
 pub mod packet;
+pub mod prepared;
 pub mod response;
 pub mod session;
 pub mod status;

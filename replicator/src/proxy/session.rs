@@ -292,10 +292,11 @@ impl Wire {
 }
 
 /// A COM_QUERY payload.
-pub fn query_payload(sql: &str) -> Vec<u8> {
+pub fn query_payload(sql: impl AsRef<[u8]>) -> Vec<u8> {
+    let sql = sql.as_ref();
     let mut payload = Vec::with_capacity(sql.len() + 1);
     payload.push(com::QUERY);
-    payload.extend_from_slice(sql.as_bytes());
+    payload.extend_from_slice(sql);
     payload
 }
 

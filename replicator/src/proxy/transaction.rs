@@ -10,12 +10,12 @@
 //! Owns the session's transaction state; knows nothing of Raft: it talks
 //! to the cluster only through [`CommitService`].
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
 use super::classify::{self, BeginOptions, StatementClass};
 use super::packet::{Packet, ProtocolError};
+use super::prepared::Prepared;
 use super::response::Expect;
 use super::session::{Relay, Wire, expect_for, query_payload};
 use super::wire::{self, com, status};
@@ -113,10 +113,12 @@ pub struct Transactions<'s> {
     open: Option<Open>,
     /// The session's autocommit, as the server last reported it.
     autocommit: bool,
-    /// Statement classes of prepared statements (binary protocol).
-    prepared: HashMap<u32, StatementClass>,
-    /// Statement classes of SQL-level prepared statements, by lowercase name.
-    sql_prepared: HashMap<String, StatementClass>,
+    /// Whether the client may send several statements in one COM_QUERY
+    /// (asked for at connect, switched by COM_SET_OPTION). The proxy
+    /// splits them itself: the server connection never allows it.
+    multi_statements: bool,
+    /// Statement classes of prepared statements.
+    prepared: Prepared,
     /// `wsrep_sync_wait` as the client set it.
     pub sync_wait: u64,
 }
@@ -130,14 +132,15 @@ impl<'s> Transactions<'s> {
             service,
             open: None,
             autocommit: true,
-            prepared: HashMap::new(),
-            sql_prepared: HashMap::new(),
+            multi_statements: false,
+            prepared: Prepared::default(),
             sync_wait: 0,
         }
     }
 
     /// Serve the session until the client leaves.
     pub async fn serve(&mut self, wire: &mut Wire) -> Result<(), SessionError> {
+        self.multi_statements = wire.handshake.has(wire::cap::CLIENT_MULTI_STATEMENTS);
         while let Some(command) = wire.next_command().await? {
             if !self.command(wire, command).await? {
                 return Ok(());
@@ -160,37 +163,29 @@ impl<'s> Transactions<'s> {
             }
             com::QUERY => return self.query(wire, &command.payload).await,
             com::STMT_PREPARE => {
-                let text = String::from_utf8_lossy(&command.payload[1..]);
-                let class = classify::classify(&text);
+                let class = classify::classify(&command.payload[1..]);
                 let relayed = wire
                     .run(&command.payload, Expect::Prepare, forward())
                     .await?;
-                if let Some((id, _, _)) = relayed.outcome.prepared {
-                    self.prepared.insert(id, class);
-                }
+                let id = relayed.outcome.prepared.map(|(id, _, _)| id);
+                self.prepared.prepared(id, class);
                 self.track(relayed.outcome.status);
             }
             com::STMT_EXECUTE | com::STMT_BULK_EXECUTE => {
-                let class = match command.payload.get(1..5) {
-                    Some(id) => self
-                        .prepared
-                        .get(&u32::from_le_bytes([id[0], id[1], id[2], id[3]]))
-                        .cloned()
-                        .unwrap_or(StatementClass::Write),
-                    None => StatementClass::Write,
-                };
+                let class = statement_id(&command.payload)
+                    .map_or(StatementClass::Write, |id| self.prepared.class_of(id));
                 return Ok(!matches!(
                     self.statement(wire, &command.payload, class, false).await?,
                     Ended::Release
                 ));
             }
             com::STMT_CLOSE => {
-                if let Some(id) = command.payload.get(1..5) {
-                    self.prepared
-                        .remove(&u32::from_le_bytes([id[0], id[1], id[2], id[3]]));
+                if let Some(id) = statement_id(&command.payload) {
+                    self.prepared.closed(id);
                 }
                 wire.send_only(&command.payload).await?;
             }
+            com::SET_OPTION => self.set_option(wire, &command.payload).await?,
             com::CHANGE_USER | com::RESET_CONNECTION => {
                 // Both end any transaction on the server (an active XA
                 // branch is rolled back with the session's state).
@@ -204,7 +199,6 @@ impl<'s> Transactions<'s> {
                 if outcome.error.is_none() {
                     self.open = None;
                     self.prepared.clear();
-                    self.sql_prepared.clear();
                     self.sync_wait = 0;
                 }
                 self.track(outcome.status);
@@ -221,6 +215,32 @@ impl<'s> Transactions<'s> {
         Ok(true)
     }
 
+    /// COM_SET_OPTION: multi-statements on or off for this client. The
+    /// server is asked to turn them off either way (its answer has the
+    /// same shape), so only the proxy ever splits a query.
+    async fn set_option(&mut self, wire: &mut Wire, payload: &[u8]) -> Result<(), SessionError> {
+        const MULTI_STATEMENTS_ON: [u8; 2] = [0, 0];
+        const MULTI_STATEMENTS_OFF: [u8; 2] = [1, 0];
+        let on = match payload.get(1..) {
+            Some(o) if o == MULTI_STATEMENTS_ON => true,
+            Some(o) if o == MULTI_STATEMENTS_OFF => false,
+            // Unknown options: the server answers for itself.
+            _ => {
+                let relayed = wire.run(payload, Expect::Single, forward()).await?;
+                self.track(relayed.outcome.status);
+                return Ok(());
+            }
+        };
+        let mut sent = vec![com::SET_OPTION];
+        sent.extend_from_slice(&MULTI_STATEMENTS_OFF);
+        let relayed = wire.run(&sent, Expect::Single, forward()).await?;
+        if relayed.outcome.error.is_none() {
+            self.multi_statements = on;
+        }
+        self.track(relayed.outcome.status);
+        Ok(())
+    }
+
     /// Follow the server's autocommit flag.
     fn track(&mut self, status: Option<u16>) {
         if let Some(s) = status {
@@ -231,26 +251,28 @@ impl<'s> Transactions<'s> {
     /// A COM_QUERY: one statement, or several when the client allows
     /// multi-statements; each runs as MariaDB would run it alone, and the
     /// client sees one multi-result response that stops at the first error.
+    ///
+    /// The text is split and classified as bytes, in whatever character set
+    /// the client uses. A query the server would split differently (a
+    /// character set whose two-byte characters may end in `\\`) cannot run
+    /// a statement the proxy did not see: the server connection has
+    /// multi-statements off, so MariaDB refuses it as a syntax error.
     async fn query(&mut self, wire: &mut Wire, payload: &[u8]) -> Result<bool, SessionError> {
-        // Statement text that is not UTF-8 (e.g. binary literals in another
-        // character set) is classified leniently and never split: byte
-        // offsets of a lossy copy would not match the original.
-        let (text, exact) = match std::str::from_utf8(&payload[1..]) {
-            Ok(t) => (t.to_string(), true),
-            Err(_) => (String::from_utf8_lossy(&payload[1..]).into_owned(), false),
-        };
-        let multi = exact && wire.handshake.has(wire::cap::CLIENT_MULTI_STATEMENTS);
-        let parts = if multi {
-            classify::split_statements(&text)
+        let text = payload.get(1..).unwrap_or_default();
+        let parts = if self.multi_statements {
+            classify::split_statements(text)
         } else {
             Vec::new()
         };
         if parts.len() <= 1 {
-            if let Some(filter) = super::status::wsrep_status_request(&text) {
+            let status = std::str::from_utf8(text)
+                .ok()
+                .and_then(super::status::wsrep_status_request);
+            if let Some(filter) = status {
                 self.status_variables(wire, &filter).await?;
                 return Ok(true);
             }
-            let class = classify::classify(&text);
+            let class = classify::classify(text);
             return Ok(!matches!(
                 self.statement(wire, payload, class, false).await?,
                 Ended::Release
@@ -258,7 +280,7 @@ impl<'s> Transactions<'s> {
         }
         let last = parts.len() - 1;
         for (i, range) in parts.into_iter().enumerate() {
-            let sql = &text[range];
+            let sql = text.get(range).unwrap_or_default();
             let class = classify::classify(sql);
             match self
                 .statement(wire, &query_payload(sql), class, i < last)
@@ -342,20 +364,22 @@ impl<'s> Transactions<'s> {
                 self.pass(wire, payload, relay).await
             }
             StatementClass::SqlPrepare { name, text } => {
-                let class = text.map_or(StatementClass::Write, |t| classify::classify(&t));
-                self.sql_prepared.insert(name.to_lowercase(), class);
-                self.pass(wire, payload, relay).await
+                let class = text.map_or(StatementClass::Write, classify::classify);
+                // Whatever the outcome, the server dropped any statement of
+                // that name first.
+                self.prepared.sql_deallocated(&name);
+                let ended = self.pass(wire, payload, relay).await?;
+                if matches!(ended, Ended::Ok) {
+                    self.prepared.sql_prepared(&name, class);
+                }
+                Ok(ended)
             }
             StatementClass::SqlDeallocate { name } => {
-                self.sql_prepared.remove(&name.to_lowercase());
+                self.prepared.sql_deallocated(&name);
                 self.pass(wire, payload, relay).await
             }
             StatementClass::SqlExecute { name } => {
-                let class = self
-                    .sql_prepared
-                    .get(&name.to_lowercase())
-                    .cloned()
-                    .unwrap_or(StatementClass::Write);
+                let class = self.prepared.sql_class_of(&name);
                 // The prepared text's class decides; it cannot be another
                 // EXECUTE (MariaDB refuses that), so this recursion ends.
                 let class = match class {
@@ -509,7 +533,7 @@ impl<'s> Transactions<'s> {
         let depends_on = self.service.last_committed();
         let relayed = wire
             .run(
-                &query_payload(&format!("XA START '{xid}'")),
+                &query_payload(format!("XA START '{xid}'")),
                 Expect::Results,
                 Relay {
                     hold_last: true,
@@ -746,6 +770,12 @@ impl<'s> Transactions<'s> {
         let value = wire.query_value("SELECT @@last_gtid").await?;
         Ok(value.filter(|v| !v.is_empty()))
     }
+}
+
+/// The statement id of a `COM_STMT_*` command.
+fn statement_id(payload: &[u8]) -> Option<u32> {
+    let id = payload.get(1..5)?;
+    Some(u32::from_le_bytes([id[0], id[1], id[2], id[3]]))
 }
 
 /// Relay everything to the client.
