@@ -666,3 +666,50 @@ async fn multi_statements_that_are_not_utf8_are_split() {
     assert_eq!(stored, vec![(1, "é".to_string())]);
     assert!(xa_recover(&n.server).await.is_empty());
 }
+
+/// COM_STMT_EXECUTE of statement id 0xFFFFFFFF (MariaDB's "the statement
+/// prepared last", sent in a pipeline right behind its COM_STMT_PREPARE)
+/// runs as that statement: here a COMMIT that ends the client's
+/// transaction through the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execute_of_the_last_prepared_statement_runs_as_that_statement() {
+    let n = node(&[]).await;
+    let mut c = n.sidecar.conn().await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let port = n.sidecar.port;
+    let script = format!(
+        r#"
+import pymysql, struct
+from pymysql.constants import COMMAND
+c = pymysql.connect(host='127.0.0.1', port={port}, user='{APP_USER}',
+                    password='{APP_PASSWORD}', database='d', autocommit=True)
+cur = c.cursor()
+cur.execute("SHOW STATUS WHERE Variable_name = 'wsrep_replicated'")
+before = int(cur.fetchone()[1])
+cur.execute('BEGIN')
+cur.execute('INSERT INTO t VALUES (1)')
+# Pipelined: prepare, then execute "the last prepared statement".
+c._execute_command(COMMAND.COM_STMT_PREPARE, 'COMMIT')
+c._execute_command(COMMAND.COM_STMT_EXECUTE, struct.pack('<IBI', 0xFFFFFFFF, 0, 1))
+print('prepared:', c._read_packet().get_all_data()[0])
+c._next_seq_id = 1
+try:
+    c._read_packet()
+    print('executed: ok')
+except pymysql.MySQLError as e:
+    print('executed: error', e.args[0])
+cur.execute('SELECT @@in_transaction')
+print('in transaction:', cur.fetchone()[0])
+cur.execute("SHOW STATUS WHERE Variable_name = 'wsrep_replicated'")
+print('replicated:', int(cur.fetchone()[1]) - before)
+"#
+    );
+    assert_eq!(
+        python(&script).await,
+        "prepared: 0\nexecuted: ok\nin transaction: 0\nreplicated: 1\n"
+    );
+    assert_eq!(count(&n.server, "SELECT COUNT(*) FROM d.t").await, 1);
+    assert!(xa_recover(&n.server).await.is_empty());
+}
