@@ -713,3 +713,158 @@ print('replicated:', int(cur.fetchone()[1]) - before)
     assert_eq!(count(&n.server, "SELECT COUNT(*) FROM d.t").await, 1);
     assert!(xa_recover(&n.server).await.is_empty());
 }
+
+/// `mysqldump` run directly against MariaDB (`extra` options), its output.
+async fn mysqldump_direct(server: &TestServer, extra: &[&str]) -> Vec<u8> {
+    let out = tokio::process::Command::new("mysqldump")
+        .arg("--no-defaults")
+        .arg(format!("--socket={}", server.config().socket().display()))
+        .args(["-u", "root"])
+        .args(extra)
+        .args(["src", "t"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Feed `sql` to the `mariadb` client connected through the replicator,
+/// into database `db`: (success, stderr).
+async fn restore_through(sidecar: &Sidecar, db: &str, sql: &[u8]) -> (bool, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("mariadb")
+        .arg("--no-defaults")
+        .args(["-h", "127.0.0.1", "-P", &sidecar.port.to_string()])
+        .args(["-u", APP_USER])
+        .arg(format!("-p{APP_PASSWORD}"))
+        .arg(db)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(sql).await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The INSERT statements of a dump.
+fn inserts(dump: &[u8]) -> Vec<Vec<u8>> {
+    dump.split(|b| *b == b'\n')
+        .filter(|l| l.starts_with(b"INSERT") || l.starts_with(b"("))
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// LOCK TABLES keeps MariaDB's semantics where the replicator can, and a
+/// write under it is refused with a clear error rather than committed
+/// unreplicated; UNLOCK TABLES commits nothing unless tables were locked.
+/// Dumps: one made with --skip-add-locks restores through the replicator
+/// (its rows replicated), one with LOCK TABLES gets the clear error and
+/// writes nothing; mysqldump --single-transaction works through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_tables_and_dumps() {
+    let n = node(&[]).await;
+    let mut c = n.sidecar.conn().await;
+    c.query_drop("CREATE TABLE x (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+
+    // UNLOCK TABLES inside a transaction (no tables locked) commits nothing.
+    c.query_drop("BEGIN; INSERT INTO x VALUES (1); UNLOCK TABLES; ROLLBACK")
+        .await
+        .unwrap();
+    assert_eq!(count(&n.server, "SELECT COUNT(*) FROM d.x").await, 0);
+
+    // Under LOCK TABLES: reads work, a write is refused clearly.
+    c.query_drop("LOCK TABLES x WRITE").await.unwrap();
+    let rows: Vec<i32> = c.query("SELECT id FROM x").await.unwrap();
+    assert!(rows.is_empty());
+    let before = wsrep(&mut c).await;
+    let err = c.query_drop("INSERT INTO x VALUES (2)").await.unwrap_err();
+    assert_eq!(code(&err), Some(1192), "{err}");
+    assert!(err.to_string().contains("LOCK TABLES"), "{err}");
+    c.query_drop("UNLOCK TABLES").await.unwrap();
+    c.query_drop("INSERT INTO x VALUES (2)").await.unwrap();
+    // With autocommit off, reads under LOCK TABLES work too.
+    c.query_drop("SET autocommit = 0; LOCK TABLES x READ")
+        .await
+        .unwrap();
+    let rows: Vec<i32> = c.query("SELECT id FROM x").await.unwrap();
+    assert_eq!(rows, vec![2]);
+    c.query_drop("UNLOCK TABLES; SET autocommit = 1")
+        .await
+        .unwrap();
+    // BEGIN releases the locks, as in MariaDB, and starts a transaction.
+    c.query_drop("LOCK TABLES x WRITE; BEGIN; INSERT INTO x VALUES (3); COMMIT")
+        .await
+        .unwrap();
+    let after = wsrep(&mut c).await;
+    assert_eq!(after.0, before.0 + 2, "both inserts were replicated");
+    assert_eq!(count(&n.server, "SELECT COUNT(*) FROM d.x").await, 2);
+
+    // A source table, dumped directly from MariaDB.
+    let mut root = n.server.root_conn().await.unwrap();
+    root.query_drop(
+        "CREATE DATABASE src; CREATE DATABASE r1; CREATE DATABASE r2; \
+         CREATE TABLE src.t (id INT PRIMARY KEY, s VARCHAR(20), b BLOB) CHARSET utf8mb4; \
+         INSERT INTO src.t VALUES (1, '', x'00ff'), (2, 'é;''x', NULL), (3, NULL, 'b')",
+    )
+    .await
+    .unwrap();
+    let source: Vec<(i32, Option<String>, Option<Vec<u8>>)> =
+        root.query("SELECT * FROM src.t ORDER BY id").await.unwrap();
+
+    // The default dump locks the table around its INSERT: refused.
+    let dump = mysqldump_direct(&n.server, &[]).await;
+    assert!(dump.windows(11).any(|w| w == b"LOCK TABLES"));
+    let (ok, stderr) = restore_through(&n.sidecar, "r1", &dump).await;
+    assert!(!ok, "the restore must stop at the refused write");
+    assert!(stderr.contains("ERROR 1192"), "{stderr}");
+    assert!(stderr.contains("--skip-add-locks"), "{stderr}");
+    assert_eq!(count(&n.server, "SELECT COUNT(*) FROM r1.t").await, 0);
+
+    // Without the locks it restores, through the cluster.
+    let before = wsrep(&mut c).await;
+    let dump = mysqldump_direct(&n.server, &["--skip-add-locks"]).await;
+    let (ok, stderr) = restore_through(&n.sidecar, "r2", &dump).await;
+    assert!(ok, "{stderr}");
+    let restored: Vec<(i32, Option<String>, Option<Vec<u8>>)> =
+        root.query("SELECT * FROM r2.t ORDER BY id").await.unwrap();
+    assert_eq!(restored, source);
+    let after = wsrep(&mut c).await;
+    assert_eq!(after.0, before.0 + 1, "the INSERT was replicated");
+    assert_eq!(after.1, before.1 + 1, "and committed in order");
+
+    // mysqldump --single-transaction through the replicator: START
+    // TRANSACTION WITH CONSISTENT SNAPSHOT, then UNLOCK TABLES, then
+    // savepoints around each table — all in one transaction.
+    let out = tokio::process::Command::new("mysqldump")
+        .arg("--no-defaults")
+        .args(["-h", "127.0.0.1", "-P", &n.sidecar.port.to_string()])
+        .args(["-u", APP_USER])
+        .arg(format!("-p{APP_PASSWORD}"))
+        .args(["--single-transaction", "src", "t"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let direct = mysqldump_direct(&n.server, &["--single-transaction"]).await;
+    assert!(!inserts(&direct).is_empty());
+    assert_eq!(inserts(&out.stdout), inserts(&direct));
+    assert!(xa_recover(&n.server).await.is_empty());
+}

@@ -79,7 +79,10 @@ pub enum StatementClass {
     Xa,
     /// Causes an implicit commit and must run outside any transaction.
     ImplicitCommit(ImplicitCommit),
-    /// `LOCK TABLE(S) ...` or, with `unlock`, `UNLOCK TABLE(S)`.
+    /// `LOCK TABLE(S) ...` and `FLUSH TABLE(S) t, ... WITH READ LOCK | FOR
+    /// EXPORT` (both lock the listed tables for the session, after an
+    /// implicit commit) or, with `unlock`, `UNLOCK TABLE(S)` (which commits
+    /// only when tables were locked).
     LockTables { unlock: bool },
     /// Touches neither data nor transaction state: `USE`, `KILL`,
     /// `SET ROLE`, `RESET QUERY CACHE`, `GET DIAGNOSTICS`, `SIGNAL`,
@@ -477,6 +480,7 @@ fn classify_tokens(toks: &[Token<'_>], depth: u32) -> StatementClass {
         "LOCK" if c.is_any(&["TABLE", "TABLES"]) => C::LockTables { unlock: false },
         "UNLOCK" if c.is_any(&["TABLE", "TABLES"]) => C::LockTables { unlock: true },
         "RESET" if c.is("QUERY") => C::Session,
+        "FLUSH" if flush_locks_tables(&mut c) => C::LockTables { unlock: false },
         "FLUSH" | "RESET" | "INSTALL" | "UNINSTALL" | "BACKUP" | "PURGE" | "SHUTDOWN"
         | "OPTIMIZE" | "REPAIR" => C::ImplicitCommit(Admin),
         "CACHE" if c.is("INDEX") => C::ImplicitCommit(Admin),
@@ -537,6 +541,25 @@ fn classify_with(c: &mut Cur<'_, '_>, depth: u32) -> StatementClass {
         }
     }
     read_or_write(classify_tokens(c.rest(), depth + 1))
+}
+
+/// After `FLUSH`: whether it is `FLUSH [LOCAL|NO_WRITE_TO_BINLOG] TABLE[S]
+/// t [, ...] WITH READ LOCK | FOR EXPORT` — with a table list, unlike the
+/// global read lock of `FLUSH TABLES WITH READ LOCK`.
+fn flush_locks_tables(c: &mut Cur<'_, '_>) -> bool {
+    c.eat_any(&["LOCAL", "NO_WRITE_TO_BINLOG"]);
+    if !c.eat_any(&["TABLE", "TABLES"]) || c.at_end() || c.is_any(&["WITH", "FOR"]) {
+        return false;
+    }
+    let rest = c.rest();
+    let ends_with = |words: &[&str]| {
+        rest.len() > words.len()
+            && rest[rest.len() - words.len()..]
+                .iter()
+                .zip(words)
+                .all(|(t, w)| kw(&t.tok, w))
+    };
+    ends_with(&["WITH", "READ", "LOCK"]) || ends_with(&["FOR", "EXPORT"])
 }
 
 /// `START TRANSACTION` characteristics: `WITH CONSISTENT SNAPSHOT`,
@@ -1121,6 +1144,11 @@ mod tests {
             ("LOCK TABLES t WRITE", C::LockTables { unlock: false }),
             ("lock table t read", C::LockTables { unlock: false }),
             ("UNLOCK TABLES", C::LockTables { unlock: true }),
+            ("FLUSH TABLES t WITH READ LOCK", C::LockTables { unlock: false }),
+            ("flush local table a, `b` with read lock", C::LockTables { unlock: false }),
+            ("FLUSH NO_WRITE_TO_BINLOG TABLES t FOR EXPORT", C::LockTables { unlock: false }),
+            ("FLUSH TABLES t", ic(Admin)),
+            ("FLUSH LOCAL TABLES WITH READ LOCK", ic(Admin)),
             ("USE db", C::Session),
             ("KILL 3", C::Session),
             ("GET DIAGNOSTICS @n = NUMBER", C::Session),

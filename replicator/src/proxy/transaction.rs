@@ -7,6 +7,13 @@
 //! DDL, LOCK TABLES and `SET autocommit = 1`, multi-statement queries,
 //! prepared statements (binary and SQL-level). Client-side XA is refused.
 //!
+//! LOCK TABLES: MariaDB refuses `XA START` while a session has tables
+//! locked, and a write there would commit without the cluster. So while
+//! tables are locked, reads run as they are and every statement that may
+//! write is refused ([`ER_LOCK_OR_ACTIVE_TRANSACTION`]); UNLOCK TABLES, or
+//! BEGIN (which unlocks, as in MariaDB), ends it. UNLOCK TABLES with no
+//! tables locked commits nothing, as in MariaDB.
+//!
 //! Owns the session's transaction state; knows nothing of Raft: it talks
 //! to the cluster only through [`CommitService`].
 
@@ -119,12 +126,18 @@ pub struct Transactions<'s> {
     multi_statements: bool,
     /// Statement classes of prepared statements.
     prepared: Prepared,
+    /// The session holds table locks (LOCK TABLES, FLUSH TABLES t WITH
+    /// READ LOCK): no XA transaction can start, writes are refused.
+    tables_locked: bool,
     /// `wsrep_sync_wait` as the client set it.
     pub sync_wait: u64,
 }
 
 const ER_NOT_SUPPORTED: u16 = 1235;
 const ER_DEADLOCK: u16 = 1213;
+/// MariaDB's "Can't execute the given command because you have active
+/// locked tables or an active transaction".
+pub const ER_LOCK_OR_ACTIVE_TRANSACTION: u16 = 1192;
 
 impl<'s> Transactions<'s> {
     pub fn new(service: &'s dyn CommitService) -> Self {
@@ -134,6 +147,7 @@ impl<'s> Transactions<'s> {
             autocommit: true,
             multi_statements: false,
             prepared: Prepared::default(),
+            tables_locked: false,
             sync_wait: 0,
         }
     }
@@ -199,6 +213,7 @@ impl<'s> Transactions<'s> {
                 if outcome.error.is_none() {
                     self.open = None;
                     self.prepared.clear();
+                    self.tables_locked = false;
                     self.sync_wait = 0;
                 }
                 self.track(outcome.status);
@@ -321,7 +336,7 @@ impl<'s> Transactions<'s> {
                 .await
             }
             StatementClass::Begin(options) => {
-                if !self.implicit_commit(wire).await? {
+                if !self.implicit_commit(wire).await? || !self.unlock_tables(wire).await? {
                     return Ok(Ended::Error);
                 }
                 self.begin(wire, payload, options, relay).await
@@ -357,11 +372,23 @@ impl<'s> Transactions<'s> {
                 self.service.schema_changed();
                 Ok(ended)
             }
-            StatementClass::LockTables { .. } => {
+            StatementClass::LockTables { unlock: false } => {
                 if !self.implicit_commit(wire).await? {
                     return Ok(Ended::Error);
                 }
-                self.pass(wire, payload, relay).await
+                // Tables held before are released first, also when the
+                // new locks cannot be taken.
+                let ended = self.pass(wire, payload, relay).await?;
+                self.tables_locked = matches!(ended, Ended::Ok);
+                Ok(ended)
+            }
+            StatementClass::LockTables { unlock: true } => {
+                // Commits (on the server) only when tables were locked,
+                // and then no XA transaction can be open: never an
+                // implicit commit of the proxy's own.
+                let ended = self.pass(wire, payload, relay).await?;
+                self.tables_locked = false;
+                Ok(ended)
             }
             StatementClass::SqlPrepare { name, text } => {
                 let class = text.map_or(StatementClass::Write, classify::classify);
@@ -394,7 +421,13 @@ impl<'s> Transactions<'s> {
             StatementClass::Read | StatementClass::Savepoint => {
                 // With autocommit off, this statement starts a transaction
                 // that later statements may write in.
-                if self.open.is_none() && !self.autocommit && !self.xa_start(wire).await? {
+                // (Under LOCK TABLES it cannot be an XA transaction, and
+                // writes are refused there.)
+                if self.open.is_none()
+                    && !self.autocommit
+                    && !self.tables_locked
+                    && !self.xa_start(wire).await?
+                {
                     return Ok(Ended::Error);
                 }
                 self.pass(wire, payload, relay).await
@@ -627,6 +660,22 @@ impl<'s> Transactions<'s> {
         }
     }
 
+    /// Release the session's table locks, if it holds any (BEGIN does so
+    /// in MariaDB); false if the server refused (the client has been told).
+    async fn unlock_tables(&mut self, wire: &mut Wire) -> Result<bool, SessionError> {
+        if !self.tables_locked {
+            return Ok(true);
+        }
+        let outcome = wire.query("UNLOCK TABLES").await?;
+        self.track(outcome.status);
+        if let Some(e) = outcome.error {
+            wire.error_to_client(e.code, &e.state, &e.message).await?;
+            return Ok(false);
+        }
+        self.tables_locked = false;
+        Ok(true)
+    }
+
     /// A statement that may write.
     async fn write(
         &mut self,
@@ -634,6 +683,19 @@ impl<'s> Transactions<'s> {
         payload: &[u8],
         relay: Relay,
     ) -> Result<Ended, SessionError> {
+        if self.tables_locked {
+            return self
+                .refuse(
+                    wire,
+                    ER_LOCK_OR_ACTIVE_TRANSACTION,
+                    "HY000",
+                    "Can't execute the given command because you have active locked tables: \
+                     the replicator cannot replicate a write under LOCK TABLES (MariaDB \
+                     refuses the XA transaction it would run in); UNLOCK TABLES first \
+                     (restore dumps made with mysqldump --skip-add-locks)",
+                )
+                .await;
+        }
         if self.open.is_some() {
             return self.pass(wire, payload, relay).await;
         }
