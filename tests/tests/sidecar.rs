@@ -868,3 +868,78 @@ async fn lock_tables_and_dumps() {
     assert_eq!(inserts(&out.stdout), inserts(&direct));
     assert!(xa_recover(&n.server).await.is_empty());
 }
+
+/// COMMIT / ROLLBACK AND CHAIN with no transaction open start a tracked
+/// (XA) transaction, and the session's completion_type is honoured:
+/// CHAIN chains a plain COMMIT, RELEASE closes the connection after it;
+/// the replicator's own commits are not affected by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chained_transactions_and_completion_type() {
+    let n = node(&[]).await;
+    let mut c = n.sidecar.conn().await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let has = |id: i32| {
+        let server = &n.server;
+        async move { count(server, &format!("SELECT COUNT(*) FROM d.t WHERE id = {id}")).await == 1 }
+    };
+
+    // AND CHAIN with nothing open: the chained transaction is one.
+    c.query_drop("COMMIT AND CHAIN").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
+    c.query_drop("ROLLBACK").await.unwrap();
+    assert!(!has(1).await, "the chained transaction rolled back");
+    let before = wsrep(&mut c).await;
+    c.query_drop("ROLLBACK AND CHAIN").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (2)").await.unwrap();
+    assert!(!has(2).await, "not committed before COMMIT");
+    c.query_drop("COMMIT").await.unwrap();
+    assert!(has(2).await);
+    assert_eq!(wsrep(&mut c).await.0, before.0 + 1, "replicated");
+
+    // completion_type = CHAIN: a plain COMMIT chains, with or without a
+    // transaction open; AND NO CHAIN still does not.
+    c.query_drop("SET completion_type = 'CHAIN'").await.unwrap();
+    c.query_drop("BEGIN; INSERT INTO t VALUES (3); COMMIT; INSERT INTO t VALUES (4); ROLLBACK")
+        .await
+        .unwrap();
+    assert!(has(3).await);
+    assert!(!has(4).await, "the chained transaction rolled back");
+    c.query_drop("COMMIT").await.unwrap();
+    c.query_drop("INSERT INTO t VALUES (5)").await.unwrap();
+    c.query_drop("ROLLBACK AND NO CHAIN").await.unwrap();
+    assert!(!has(5).await, "a transaction chained from nothing");
+    c.query_drop("BEGIN; INSERT INTO t VALUES (6); COMMIT AND NO CHAIN")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO t VALUES (7)").await.unwrap();
+    assert!(has(6).await && has(7).await, "autocommit again");
+
+    // completion_type = RELEASE: COMMIT commits, then the connection ends.
+    c.query_drop("SET completion_type = 'RELEASE'")
+        .await
+        .unwrap();
+    let before = wsrep(&mut c).await;
+    c.query_drop("BEGIN; INSERT INTO t VALUES (8)")
+        .await
+        .unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    assert!(c.query_drop("SELECT 1").await.is_err(), "released");
+    assert!(has(8).await);
+    let mut c = n.sidecar.conn().await;
+    assert_eq!(wsrep(&mut c).await.0, before.0 + 1, "replicated");
+
+    // The replicator's own commit of a READ ONLY transaction (before DDL)
+    // does not release the connection.
+    c.query_drop("SET completion_type = 'RELEASE'; START TRANSACTION READ ONLY")
+        .await
+        .unwrap();
+    c.query_drop("SELECT COUNT(*) FROM t").await.unwrap();
+    c.query_drop("CREATE TABLE t2 (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO t2 VALUES (1)").await.unwrap();
+    assert_eq!(count(&n.server, "SELECT COUNT(*) FROM d.t2").await, 1);
+    assert!(xa_recover(&n.server).await.is_empty());
+}

@@ -46,10 +46,19 @@ pub enum StatementClass {
     Write,
     /// `BEGIN [WORK]`, `START TRANSACTION [characteristics]`.
     Begin(BeginOptions),
-    /// `COMMIT [WORK] [AND [NO] CHAIN] [[NO] RELEASE]`.
-    Commit { chain: bool, release: bool },
-    /// `ROLLBACK [WORK] [AND [NO] CHAIN] [[NO] RELEASE]` (not `ROLLBACK TO`).
-    Rollback { chain: bool, release: bool },
+    /// `COMMIT [WORK] [AND [NO] CHAIN] [[NO] RELEASE]`: `Some` where the
+    /// statement says, `None` where the session's `completion_type`
+    /// decides.
+    Commit {
+        chain: Option<bool>,
+        release: Option<bool>,
+    },
+    /// `ROLLBACK [WORK] [AND [NO] CHAIN] [[NO] RELEASE]` (not `ROLLBACK TO`),
+    /// as [`StatementClass::Commit`].
+    Rollback {
+        chain: Option<bool>,
+        release: Option<bool>,
+    },
     /// `SAVEPOINT x`.
     Savepoint,
     /// `ROLLBACK [WORK] TO [SAVEPOINT] x`.
@@ -584,15 +593,23 @@ fn begin_options(c: &mut Cur<'_, '_>) -> BeginOptions {
     opts
 }
 
-/// `[WORK] [AND [NO] CHAIN] [[NO] RELEASE]` → `(chain, release)`.
-fn completion(c: &mut Cur<'_, '_>) -> (bool, bool) {
+/// `[WORK] [AND [NO] CHAIN] [[NO] RELEASE]` → `(chain, release)`, each
+/// `None` when not given.
+fn completion(c: &mut Cur<'_, '_>) -> (Option<bool>, Option<bool>) {
     c.eat("WORK");
-    let mut chain = false;
+    let mut chain = None;
     if c.eat("AND") {
-        chain = !c.eat("NO");
+        chain = Some(!c.eat("NO"));
         c.eat("CHAIN");
     }
-    let release = !c.eat("NO") && c.eat("RELEASE");
+    let release = if c.eat("NO") {
+        c.eat("RELEASE");
+        Some(false)
+    } else if c.eat("RELEASE") {
+        Some(true)
+    } else {
+        None
+    };
     (chain, release)
 }
 
@@ -959,10 +976,10 @@ mod tests {
             consistent_snapshot,
         })
     }
-    fn commit(chain: bool, release: bool) -> C {
+    fn commit(chain: Option<bool>, release: Option<bool>) -> C {
         C::Commit { chain, release }
     }
-    fn rollback(chain: bool, release: bool) -> C {
+    fn rollback(chain: Option<bool>, release: Option<bool>) -> C {
         C::Rollback { chain, release }
     }
     fn prepare(name: &str, text: Option<&str>) -> C {
@@ -1032,13 +1049,16 @@ mod tests {
             ("START TRANSACTION READ ONLY", begin(true, false)),
             ("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ WRITE", begin(false, true)),
             ("start transaction read only, with consistent snapshot", begin(true, true)),
-            ("COMMIT", commit(false, false)),
-            ("COMMIT WORK", commit(false, false)),
-            ("COMMIT AND CHAIN", commit(true, false)),
-            ("COMMIT AND NO CHAIN RELEASE", commit(false, true)),
-            ("commit no release", commit(false, false)),
-            ("ROLLBACK", rollback(false, false)),
-            ("ROLLBACK WORK AND CHAIN NO RELEASE", rollback(true, false)),
+            ("COMMIT", commit(None, None)),
+            ("COMMIT WORK", commit(None, None)),
+            ("COMMIT AND CHAIN", commit(Some(true), None)),
+            ("COMMIT AND NO CHAIN RELEASE", commit(Some(false), Some(true))),
+            ("commit no release", commit(None, Some(false))),
+            ("COMMIT RELEASE", commit(None, Some(true))),
+            ("COMMIT AND CHAIN RELEASE", commit(Some(true), Some(true))),
+            ("ROLLBACK", rollback(None, None)),
+            ("ROLLBACK WORK AND CHAIN NO RELEASE", rollback(Some(true), Some(false))),
+            ("ROLLBACK AND NO CHAIN", rollback(Some(false), None)),
             ("ROLLBACK WORK TO SAVEPOINT s1", C::RollbackToSavepoint),
             ("ROLLBACK TO s1", C::RollbackToSavepoint),
             ("SAVEPOINT s1", C::Savepoint),
@@ -1164,7 +1184,7 @@ mod tests {
             ("EXECUTE s USING @a", C::SqlExecute { name: "s".into() }),
             ("EXECUTE IMMEDIATE 'SELECT 1'", C::Read),
             ("EXECUTE IMMEDIATE 'UPDATE t SET a=''x'''", C::Write),
-            ("EXECUTE IMMEDIATE 'COMMIT'", commit(false, false)),
+            ("EXECUTE IMMEDIATE 'COMMIT'", commit(None, None)),
             ("EXECUTE IMMEDIATE @q", C::Write),
             ("DEALLOCATE PREPARE s", C::SqlDeallocate { name: "s".into() }),
             ("DROP PREPARE `s`", C::SqlDeallocate { name: "s".into() }),

@@ -21,6 +21,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use super::classify::{self, BeginOptions, StatementClass};
+use super::completion::{self, Completion};
 use super::packet::{Packet, ProtocolError};
 use super::prepared::Prepared;
 use super::response::Expect;
@@ -596,26 +597,64 @@ impl<'s> Transactions<'s> {
         Ok(Ended::Ok)
     }
 
-    /// COMMIT or ROLLBACK, with CHAIN and RELEASE.
+    /// COMMIT or ROLLBACK, with CHAIN and RELEASE as the statement says
+    /// (`Some`) or else as the session's `completion_type` says. A chained
+    /// transaction is tracked like one started by BEGIN.
     async fn end(
         &mut self,
         wire: &mut Wire,
         payload: &[u8],
         commit: bool,
-        chain: bool,
-        release: bool,
+        chain: Option<bool>,
+        release: Option<bool>,
         relay: Relay,
     ) -> Result<Ended, SessionError> {
+        if chain == Some(true) && release == Some(true) {
+            // MariaDB refuses AND CHAIN RELEASE as a syntax error.
+            return self.pass(wire, payload, relay).await;
+        }
+        let Completion { chain, release } = self.completion(wire, chain, release).await?;
+        let released = |ended| match ended {
+            Ended::Ok if release => Ended::Release,
+            e => e,
+        };
         match self.open.clone() {
-            None | Some(Open::ReadOnly) => {
+            Some(Open::ReadOnly) => {
+                // MariaDB ends it and chains (READ ONLY again) or closes
+                // the connection itself.
                 let ended = self.pass(wire, payload, relay).await?;
-                if !chain {
+                let chained = chain && !release;
+                if matches!(ended, Ended::Ok) && !chained {
                     self.open = None;
                 }
-                return Ok(match ended {
-                    Ended::Ok if release => Ended::Release,
-                    e => e,
-                });
+                return Ok(released(ended));
+            }
+            None if self.tables_locked || !chain || release => {
+                // Under LOCK TABLES no XA transaction can start (a chained
+                // plain one cannot write: writes are refused there); else
+                // nothing is chained and nothing of ours is open.
+                let ended = self.pass(wire, payload, relay).await?;
+                return Ok(released(ended));
+            }
+            None => {
+                // Chained with nothing open: end whatever the server may
+                // have, then the new transaction is an XA one.
+                let plain = if commit {
+                    completion::COMMIT_PLAIN
+                } else {
+                    completion::ROLLBACK_PLAIN
+                };
+                let outcome = wire.query(plain).await?;
+                self.track(outcome.status);
+                if let Some(e) = outcome.error {
+                    wire.error_to_client(e.code, &e.state, &e.message).await?;
+                    return Ok(Ended::Error);
+                }
+                if !self.xa_start(wire).await? {
+                    return Ok(Ended::Error);
+                }
+                self.synthesized_ok(wire, relay).await?;
+                return Ok(Ended::Ok);
             }
             Some(Open::Xa { .. }) => {}
         }
@@ -631,11 +670,27 @@ impl<'s> Transactions<'s> {
             wire.error_to_client(code, state, &message).await?;
             return Ok(Ended::Error);
         }
-        if chain && !self.xa_start(wire).await? {
+        if chain && !release && !self.xa_start(wire).await? {
             return Ok(Ended::Error);
         }
         self.synthesized_ok(wire, relay).await?;
         Ok(if release { Ended::Release } else { Ended::Ok })
+    }
+
+    /// How this COMMIT / ROLLBACK ends; reads `completion_type` from the
+    /// server only when the statement leaves something to it.
+    async fn completion(
+        &mut self,
+        wire: &mut Wire,
+        chain: Option<bool>,
+        release: Option<bool>,
+    ) -> Result<Completion, SessionError> {
+        let session = if completion::needs_session_value(chain, release) {
+            wire.query_value(completion::QUERY).await?
+        } else {
+            None
+        };
+        Ok(completion::resolve(chain, release, session.as_deref()))
     }
 
     /// A statement with an implicit commit: commit what is open first.
@@ -645,7 +700,7 @@ impl<'s> Transactions<'s> {
         match self.open {
             None => Ok(true),
             Some(Open::ReadOnly) => {
-                let outcome = wire.query("COMMIT").await?;
+                let outcome = wire.query(completion::COMMIT_PLAIN).await?;
                 self.open = None;
                 self.track(outcome.status);
                 Ok(true)
