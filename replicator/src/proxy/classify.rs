@@ -8,6 +8,12 @@
 //! tiny lexer (comments, quotes, executable comments as MariaDB 10.11 treats
 //! them) yields tokens, and a few keyword rules look at the first of them.
 //!
+//! Both work on bytes, not on `str`: statement text is in the client's
+//! character set, which need not be UTF-8. Every byte that matters to the
+//! lexer (quotes, `;`, comment marks, keywords) is ASCII, and a byte of
+//! 0x80 or more is part of a word or of a quoted literal, as in MariaDB's
+//! lexer for UTF-8, the single-byte sets and the EUC sets.
+//!
 //! Both functions are total: every input gets an answer and nothing panics.
 //! What is not recognised is [`StatementClass::Write`], the conservative
 //! answer.
@@ -17,7 +23,11 @@
 //!   `SETVAL(...)`, `GET_LOCK(...)`, stored functions that write) is still
 //!   [`StatementClass::Read`];
 //! - the default SQL mode is assumed: backslash escapes are honoured, `"..."`
-//!   is a string (no `ANSI_QUOTES`, no `NO_BACKSLASH_ESCAPES`, no Oracle mode).
+//!   is a string (no `ANSI_QUOTES`, no `NO_BACKSLASH_ESCAPES`, no Oracle mode);
+//! - in the character sets whose two-byte characters may end in an ASCII
+//!   byte (big5, cp932, gbk, sjis) a `\\` or `` ` `` that ends such a
+//!   character is read as itself. The proxy never lets the server split a
+//!   query, so a query split differently is refused by MariaDB, not run.
 
 use std::ops::Range;
 
@@ -36,10 +46,19 @@ pub enum StatementClass {
     Write,
     /// `BEGIN [WORK]`, `START TRANSACTION [characteristics]`.
     Begin(BeginOptions),
-    /// `COMMIT [WORK] [AND [NO] CHAIN] [[NO] RELEASE]`.
-    Commit { chain: bool, release: bool },
-    /// `ROLLBACK [WORK] [AND [NO] CHAIN] [[NO] RELEASE]` (not `ROLLBACK TO`).
-    Rollback { chain: bool, release: bool },
+    /// `COMMIT [WORK] [AND [NO] CHAIN] [[NO] RELEASE]`: `Some` where the
+    /// statement says, `None` where the session's `completion_type`
+    /// decides.
+    Commit {
+        chain: Option<bool>,
+        release: Option<bool>,
+    },
+    /// `ROLLBACK [WORK] [AND [NO] CHAIN] [[NO] RELEASE]` (not `ROLLBACK TO`),
+    /// as [`StatementClass::Commit`].
+    Rollback {
+        chain: Option<bool>,
+        release: Option<bool>,
+    },
     /// `SAVEPOINT x`.
     Savepoint,
     /// `ROLLBACK [WORK] TO [SAVEPOINT] x`.
@@ -69,7 +88,10 @@ pub enum StatementClass {
     Xa,
     /// Causes an implicit commit and must run outside any transaction.
     ImplicitCommit(ImplicitCommit),
-    /// `LOCK TABLE(S) ...` or, with `unlock`, `UNLOCK TABLE(S)`.
+    /// `LOCK TABLE(S) ...` and `FLUSH TABLE(S) t, ... WITH READ LOCK | FOR
+    /// EXPORT` (both lock the listed tables for the session, after an
+    /// implicit commit) or, with `unlock`, `UNLOCK TABLE(S)` (which commits
+    /// only when tables were locked).
     LockTables { unlock: bool },
     /// Touches neither data nor transaction state: `USE`, `KILL`,
     /// `SET ROLE`, `RESET QUERY CACHE`, `GET DIAGNOSTICS`, `SIGNAL`,
@@ -77,13 +99,17 @@ pub enum StatementClass {
     Session,
     /// `PREPARE name FROM 'text'` / `FROM @var`; `text` is the unescaped
     /// literal when the source is a string literal. Names are kept as
-    /// written (MariaDB compares them case-insensitively).
-    SqlPrepare { name: String, text: Option<String> },
+    /// written, in the client's bytes (MariaDB compares them
+    /// case-insensitively).
+    SqlPrepare {
+        name: Vec<u8>,
+        text: Option<Vec<u8>>,
+    },
     /// `EXECUTE name [USING ...]` (`EXECUTE IMMEDIATE 'text'` is classified
     /// as its text).
-    SqlExecute { name: String },
+    SqlExecute { name: Vec<u8> },
     /// `DEALLOCATE PREPARE name` / `DROP PREPARE name`.
-    SqlDeallocate { name: String },
+    SqlDeallocate { name: Vec<u8> },
     /// `CREATE [OR REPLACE] TEMPORARY TABLE` / `DROP TEMPORARY TABLE`: no
     /// implicit commit, stays local.
     TemporaryTable,
@@ -128,13 +154,13 @@ const MAX_DEPTH: u32 = 8;
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Tok<'a> {
     /// Unquoted keyword or identifier.
-    Word(&'a str),
+    Word(&'a [u8]),
     /// `backquoted` identifier, unescaped.
-    Ident(String),
+    Ident(Vec<u8>),
     /// `'...'` or `"..."` literal, unescaped.
-    Str(String),
+    Str(Vec<u8>),
     /// A run of ASCII digits.
-    Num(&'a str),
+    Num(&'a [u8]),
     /// Any other ASCII character.
     Sym(char),
 }
@@ -151,8 +177,8 @@ fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
 }
 
-fn lex(src: &str) -> Vec<Token<'_>> {
-    let b = src.as_bytes();
+fn lex(src: &[u8]) -> Vec<Token<'_>> {
+    let b = src;
     let mut toks = Vec::new();
     let mut i = 0;
     let mut exec = false;
@@ -182,7 +208,7 @@ fn lex(src: &str) -> Vec<Token<'_>> {
                 continue;
             }
             b'\'' | b'"' | b'`' => {
-                let (text, end) = quoted(src, i, char::from(c));
+                let (text, end) = quoted(src, i, c);
                 i = end;
                 if c == b'`' {
                     Tok::Ident(text)
@@ -194,8 +220,8 @@ fn lex(src: &str) -> Vec<Token<'_>> {
                 while b.get(i).is_some_and(|&x| is_word_byte(x)) {
                     i += 1;
                 }
-                let w = src.get(start..i).unwrap_or("");
-                if w.bytes().all(|x| x.is_ascii_digit()) {
+                let w = src.get(start..i).unwrap_or_default();
+                if w.iter().all(|x| x.is_ascii_digit()) {
                     Tok::Num(w)
                 } else {
                     Tok::Word(w)
@@ -257,30 +283,30 @@ fn comment(b: &[u8], i: usize, exec: &mut bool) -> usize {
 
 /// Lexes the quoted literal or identifier opening at `i`; returns its
 /// unescaped text and the index after it (end of input if unterminated).
-fn quoted(src: &str, i: usize, q: char) -> (String, usize) {
-    let rest = src.get(i + 1..).unwrap_or("");
-    let mut out = String::new();
-    let mut chars = rest.char_indices().peekable();
-    while let Some((k, ch)) = chars.next() {
+fn quoted(src: &[u8], i: usize, q: u8) -> (Vec<u8>, usize) {
+    let rest = src.get(i + 1..).unwrap_or_default();
+    let mut out = Vec::new();
+    let mut bytes = rest.iter().copied().enumerate().peekable();
+    while let Some((k, ch)) = bytes.next() {
         if ch == q {
-            if chars.next_if(|&(_, n)| n == q).is_some() {
+            if bytes.next_if(|&(_, n)| n == q).is_some() {
                 out.push(q);
                 continue;
             }
             return (out, i + 1 + k + 1);
         }
-        if ch == '\\' && q != '`' {
-            let Some((_, e)) = chars.next() else { break };
-            if matches!(e, '%' | '_') {
-                out.push('\\'); // kept for LIKE patterns, as MariaDB does
+        if ch == b'\\' && q != b'`' {
+            let Some((_, e)) = bytes.next() else { break };
+            if matches!(e, b'%' | b'_') {
+                out.push(b'\\'); // kept for LIKE patterns, as MariaDB does
             }
             out.push(match e {
-                '0' => '\0',
-                'b' => '\x08',
-                'n' => '\n',
-                'r' => '\r',
-                't' => '\t',
-                'Z' => '\x1a',
+                b'0' => b'\0',
+                b'b' => b'\x08',
+                b'n' => b'\n',
+                b'r' => b'\r',
+                b't' => b'\t',
+                b'Z' => b'\x1a',
                 _ => e,
             });
             continue;
@@ -293,7 +319,7 @@ fn quoted(src: &str, i: usize, q: char) -> (String, usize) {
 // --------------------------------------------------------------- cursor --
 
 fn kw(t: &Tok<'_>, k: &str) -> bool {
-    matches!(t, Tok::Word(w) if w.eq_ignore_ascii_case(k))
+    matches!(t, Tok::Word(w) if w.eq_ignore_ascii_case(k.as_bytes()))
 }
 
 /// A cursor over tokens with keyword helpers.
@@ -346,7 +372,7 @@ impl<'t, 'a> Cur<'t, 'a> {
         hit
     }
     /// The next token if it is an unquoted word.
-    fn word(&mut self) -> Option<&'a str> {
+    fn word(&mut self) -> Option<&'a [u8]> {
         match self.peek_at(0) {
             Some(Tok::Word(w)) => {
                 self.pos += 1;
@@ -356,9 +382,9 @@ impl<'t, 'a> Cur<'t, 'a> {
         }
     }
     /// The next token if it is an identifier, quoted or not.
-    fn name(&mut self) -> Option<String> {
+    fn name(&mut self) -> Option<Vec<u8>> {
         let name = match self.peek_at(0)? {
-            Tok::Word(w) => (*w).to_owned(),
+            Tok::Word(w) => w.to_vec(),
             Tok::Ident(s) => s.clone(),
             _ => return None,
         };
@@ -366,10 +392,10 @@ impl<'t, 'a> Cur<'t, 'a> {
         Some(name)
     }
     /// A string literal (adjacent literals concatenate, as in SQL).
-    fn string_lit(&mut self) -> Option<String> {
-        let mut out: Option<String> = None;
+    fn string_lit(&mut self) -> Option<Vec<u8>> {
+        let mut out: Option<Vec<u8>> = None;
         while let Some(Tok::Str(s)) = self.peek_at(0) {
-            out.get_or_insert_with(String::new).push_str(s);
+            out.get_or_insert_with(Vec::new).extend_from_slice(s);
             self.pos += 1;
         }
         out
@@ -393,11 +419,11 @@ impl<'t, 'a> Cur<'t, 'a> {
 
 // -------------------------------------------------------- classification --
 
-/// Classify one statement (the text of a single statement; a trailing
-/// semicolon and comments are allowed; only the text before the first
-/// semicolon is looked at).
-pub fn classify(sql: &str) -> StatementClass {
-    classify_tokens(&lex(sql), 0)
+/// Classify one statement (the text of a single statement, in the client's
+/// bytes; a trailing semicolon and comments are allowed; only the text
+/// before the first semicolon is looked at).
+pub fn classify(sql: impl AsRef<[u8]>) -> StatementClass {
+    classify_tokens(&lex(sql.as_ref()), 0)
 }
 
 fn classify_tokens(toks: &[Token<'_>], depth: u32) -> StatementClass {
@@ -419,7 +445,7 @@ fn classify_tokens(toks: &[Token<'_>], depth: u32) -> StatementClass {
     let Some(first) = c.word() else {
         return C::Write;
     };
-    match first.to_ascii_uppercase().as_str() {
+    match String::from_utf8_lossy(first).to_ascii_uppercase().as_str() {
         "SELECT" | "SHOW" | "DESCRIBE" | "DESC" | "EXPLAIN" | "HELP" | "VALUES" | "TABLE"
         | "CHECKSUM" => C::Read,
         "WITH" => classify_with(&mut c, depth),
@@ -463,6 +489,7 @@ fn classify_tokens(toks: &[Token<'_>], depth: u32) -> StatementClass {
         "LOCK" if c.is_any(&["TABLE", "TABLES"]) => C::LockTables { unlock: false },
         "UNLOCK" if c.is_any(&["TABLE", "TABLES"]) => C::LockTables { unlock: true },
         "RESET" if c.is("QUERY") => C::Session,
+        "FLUSH" if flush_locks_tables(&mut c) => C::LockTables { unlock: false },
         "FLUSH" | "RESET" | "INSTALL" | "UNINSTALL" | "BACKUP" | "PURGE" | "SHUTDOWN"
         | "OPTIMIZE" | "REPAIR" => C::ImplicitCommit(Admin),
         "CACHE" if c.is("INDEX") => C::ImplicitCommit(Admin),
@@ -525,6 +552,25 @@ fn classify_with(c: &mut Cur<'_, '_>, depth: u32) -> StatementClass {
     read_or_write(classify_tokens(c.rest(), depth + 1))
 }
 
+/// After `FLUSH`: whether it is `FLUSH [LOCAL|NO_WRITE_TO_BINLOG] TABLE[S]
+/// t [, ...] WITH READ LOCK | FOR EXPORT` — with a table list, unlike the
+/// global read lock of `FLUSH TABLES WITH READ LOCK`.
+fn flush_locks_tables(c: &mut Cur<'_, '_>) -> bool {
+    c.eat_any(&["LOCAL", "NO_WRITE_TO_BINLOG"]);
+    if !c.eat_any(&["TABLE", "TABLES"]) || c.at_end() || c.is_any(&["WITH", "FOR"]) {
+        return false;
+    }
+    let rest = c.rest();
+    let ends_with = |words: &[&str]| {
+        rest.len() > words.len()
+            && rest[rest.len() - words.len()..]
+                .iter()
+                .zip(words)
+                .all(|(t, w)| kw(&t.tok, w))
+    };
+    ends_with(&["WITH", "READ", "LOCK"]) || ends_with(&["FOR", "EXPORT"])
+}
+
 /// `START TRANSACTION` characteristics: `WITH CONSISTENT SNAPSHOT`,
 /// `READ ONLY`, `READ WRITE`, comma-separated.
 fn begin_options(c: &mut Cur<'_, '_>) -> BeginOptions {
@@ -547,15 +593,23 @@ fn begin_options(c: &mut Cur<'_, '_>) -> BeginOptions {
     opts
 }
 
-/// `[WORK] [AND [NO] CHAIN] [[NO] RELEASE]` → `(chain, release)`.
-fn completion(c: &mut Cur<'_, '_>) -> (bool, bool) {
+/// `[WORK] [AND [NO] CHAIN] [[NO] RELEASE]` → `(chain, release)`, each
+/// `None` when not given.
+fn completion(c: &mut Cur<'_, '_>) -> (Option<bool>, Option<bool>) {
     c.eat("WORK");
-    let mut chain = false;
+    let mut chain = None;
     if c.eat("AND") {
-        chain = !c.eat("NO");
+        chain = Some(!c.eat("NO"));
         c.eat("CHAIN");
     }
-    let release = !c.eat("NO") && c.eat("RELEASE");
+    let release = if c.eat("NO") {
+        c.eat("RELEASE");
+        Some(false)
+    } else if c.eat("RELEASE") {
+        Some(true)
+    } else {
+        None
+    };
     (chain, release)
 }
 
@@ -611,11 +665,14 @@ fn skip_user(c: &mut Cur<'_, '_>) {
     }
 }
 
-fn ddl_object(object: Option<&str>, temporary: bool) -> StatementClass {
+fn ddl_object(object: Option<&[u8]>, temporary: bool) -> StatementClass {
     let Some(object) = object else {
         return StatementClass::Write;
     };
-    match object.to_ascii_uppercase().as_str() {
+    match String::from_utf8_lossy(object)
+        .to_ascii_uppercase()
+        .as_str()
+    {
         "TABLE" if temporary => StatementClass::TemporaryTable,
         "USER" | "ROLE" => StatementClass::ImplicitCommit(ImplicitCommit::Account),
         "TABLE" | "TABLES" | "INDEX" | "VIEW" | "PROCEDURE" | "FUNCTION" | "TRIGGER" | "EVENT"
@@ -684,16 +741,16 @@ fn classify_set(c: &mut Cur<'_, '_>, depth: u32) -> StatementClass {
         }
         if is_global {
             global = true;
-        } else if name.eq_ignore_ascii_case("autocommit") {
+        } else if name.eq_ignore_ascii_case(b"autocommit") {
             autocommit = bool_value(it.rest());
             autocommit_unknown = autocommit.is_none();
-        } else if name.eq_ignore_ascii_case("wsrep_sync_wait") {
+        } else if name.eq_ignore_ascii_case(b"wsrep_sync_wait") {
             sync_wait = match it.rest() {
                 [
                     Token {
                         tok: Tok::Num(n), ..
                     },
-                ] => n.parse().ok(),
+                ] => std::str::from_utf8(n).ok().and_then(|n| n.parse().ok()),
                 _ => None,
             };
         }
@@ -711,17 +768,17 @@ fn classify_set(c: &mut Cur<'_, '_>, depth: u32) -> StatementClass {
 fn bool_value(toks: &[Token<'_>]) -> Option<bool> {
     let [t] = toks else { return None };
     let word = match &t.tok {
-        Tok::Num("1") => return Some(true),
-        Tok::Num("0") => return Some(false),
-        Tok::Word(w) if w.eq_ignore_ascii_case("TRUE") => return Some(true),
-        Tok::Word(w) if w.eq_ignore_ascii_case("FALSE") => return Some(false),
+        Tok::Num(b"1") => return Some(true),
+        Tok::Num(b"0") => return Some(false),
+        Tok::Word(w) if w.eq_ignore_ascii_case(b"TRUE") => return Some(true),
+        Tok::Word(w) if w.eq_ignore_ascii_case(b"FALSE") => return Some(false),
         Tok::Word(w) => *w,
-        Tok::Str(s) => s.as_str(),
+        Tok::Str(s) => s.as_slice(),
         _ => return None,
     };
-    if word.eq_ignore_ascii_case("ON") {
+    if word.eq_ignore_ascii_case(b"ON") {
         Some(true)
-    } else if word.eq_ignore_ascii_case("OFF") {
+    } else if word.eq_ignore_ascii_case(b"OFF") {
         Some(false)
     } else {
         None
@@ -758,9 +815,12 @@ fn top_level_items<'t, 'a>(toks: &'t [Token<'a>]) -> Vec<&'t [Token<'a>]> {
 ///
 /// Returns byte ranges into `sql`, in order, without the separating
 /// semicolon and without surrounding whitespace (comments are kept).
-/// Empty statements are dropped; when there is none at all the result is
-/// the single empty range `0..0`.
-pub fn split_statements(sql: &str) -> Vec<Range<usize>> {
+/// Every range starts and ends next to an ASCII byte or at an end, so a
+/// UTF-8 text is cut on character boundaries. Empty statements are
+/// dropped; when there is none at all the result is the single empty
+/// range `0..0`.
+pub fn split_statements(sql: impl AsRef<[u8]>) -> Vec<Range<usize>> {
+    let sql = sql.as_ref();
     let toks = lex(sql);
     let mut out = Vec::new();
     let (mut i, mut seg_start) = (0, 0);
@@ -779,11 +839,11 @@ pub fn split_statements(sql: &str) -> Vec<Range<usize>> {
     out
 }
 
-fn trim(sql: &str, r: Range<usize>) -> Range<usize> {
-    let text = sql.get(r.clone()).unwrap_or("");
-    let ws = |ch: char| ch.is_ascii_whitespace() || ch == '\x0b';
-    let start = r.start + (text.len() - text.trim_start_matches(ws).len());
-    let end = r.start + text.trim_end_matches(ws).len();
+fn trim(sql: &[u8], r: Range<usize>) -> Range<usize> {
+    let text = sql.get(r.clone()).unwrap_or_default();
+    let ws = |ch: &u8| ch.is_ascii_whitespace() || *ch == 0x0b;
+    let start = r.start + text.iter().position(|c| !ws(c)).unwrap_or(text.len());
+    let end = r.start + text.iter().rposition(|c| !ws(c)).map_or(0, |p| p + 1);
     start..end.max(start)
 }
 
@@ -891,10 +951,10 @@ fn is_call(stmt: &[Token<'_>], j: usize) -> bool {
 /// yields a "database" too): a false key only costs a false conflict.
 /// As written (database names are case-sensitive here), each once.
 pub fn ddl_databases(sql: &str, current: &str) -> Vec<String> {
-    let toks = lex(sql);
+    let toks = lex(sql.as_bytes());
     let name = |t: Option<&Token<'_>>| match t.map(|t| &t.tok) {
-        Some(Tok::Word(w)) => Some((*w).to_string()),
-        Some(Tok::Ident(w)) => Some(w.clone()),
+        Some(Tok::Word(w)) => Some(String::from_utf8_lossy(w).into_owned()),
+        Some(Tok::Ident(w)) => Some(String::from_utf8_lossy(w).into_owned()),
         _ => None,
     };
     let mut out: Vec<String> = Vec::new();
@@ -914,12 +974,12 @@ pub fn ddl_databases(sql: &str, current: &str) -> Vec<String> {
             add(n);
         }
         if let Tok::Word(w) = t.tok
-            && (w.eq_ignore_ascii_case("DATABASE") || w.eq_ignore_ascii_case("SCHEMA"))
+            && (w.eq_ignore_ascii_case(b"DATABASE") || w.eq_ignore_ascii_case(b"SCHEMA"))
         {
             // CREATE/DROP/ALTER DATABASE [IF [NOT] EXISTS] name
             let mut j = i + 1;
             while let Some(Tok::Word(k)) = toks.get(j).map(|t| &t.tok) {
-                if ["IF", "NOT", "EXISTS"]
+                if [&b"IF"[..], b"NOT", b"EXISTS"]
                     .iter()
                     .any(|x| k.eq_ignore_ascii_case(x))
                 {
@@ -984,10 +1044,10 @@ mod tests {
             consistent_snapshot,
         })
     }
-    fn commit(chain: bool, release: bool) -> C {
+    fn commit(chain: Option<bool>, release: Option<bool>) -> C {
         C::Commit { chain, release }
     }
-    fn rollback(chain: bool, release: bool) -> C {
+    fn rollback(chain: Option<bool>, release: Option<bool>) -> C {
         C::Rollback { chain, release }
     }
     fn prepare(name: &str, text: Option<&str>) -> C {
@@ -1057,13 +1117,16 @@ mod tests {
             ("START TRANSACTION READ ONLY", begin(true, false)),
             ("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ WRITE", begin(false, true)),
             ("start transaction read only, with consistent snapshot", begin(true, true)),
-            ("COMMIT", commit(false, false)),
-            ("COMMIT WORK", commit(false, false)),
-            ("COMMIT AND CHAIN", commit(true, false)),
-            ("COMMIT AND NO CHAIN RELEASE", commit(false, true)),
-            ("commit no release", commit(false, false)),
-            ("ROLLBACK", rollback(false, false)),
-            ("ROLLBACK WORK AND CHAIN NO RELEASE", rollback(true, false)),
+            ("COMMIT", commit(None, None)),
+            ("COMMIT WORK", commit(None, None)),
+            ("COMMIT AND CHAIN", commit(Some(true), None)),
+            ("COMMIT AND NO CHAIN RELEASE", commit(Some(false), Some(true))),
+            ("commit no release", commit(None, Some(false))),
+            ("COMMIT RELEASE", commit(None, Some(true))),
+            ("COMMIT AND CHAIN RELEASE", commit(Some(true), Some(true))),
+            ("ROLLBACK", rollback(None, None)),
+            ("ROLLBACK WORK AND CHAIN NO RELEASE", rollback(Some(true), Some(false))),
+            ("ROLLBACK AND NO CHAIN", rollback(Some(false), None)),
             ("ROLLBACK WORK TO SAVEPOINT s1", C::RollbackToSavepoint),
             ("ROLLBACK TO s1", C::RollbackToSavepoint),
             ("SAVEPOINT s1", C::Savepoint),
@@ -1169,6 +1232,11 @@ mod tests {
             ("LOCK TABLES t WRITE", C::LockTables { unlock: false }),
             ("lock table t read", C::LockTables { unlock: false }),
             ("UNLOCK TABLES", C::LockTables { unlock: true }),
+            ("FLUSH TABLES t WITH READ LOCK", C::LockTables { unlock: false }),
+            ("flush local table a, `b` with read lock", C::LockTables { unlock: false }),
+            ("FLUSH NO_WRITE_TO_BINLOG TABLES t FOR EXPORT", C::LockTables { unlock: false }),
+            ("FLUSH TABLES t", ic(Admin)),
+            ("FLUSH LOCAL TABLES WITH READ LOCK", ic(Admin)),
             ("USE db", C::Session),
             ("KILL 3", C::Session),
             ("GET DIAGNOSTICS @n = NUMBER", C::Session),
@@ -1184,7 +1252,7 @@ mod tests {
             ("EXECUTE s USING @a", C::SqlExecute { name: "s".into() }),
             ("EXECUTE IMMEDIATE 'SELECT 1'", C::Read),
             ("EXECUTE IMMEDIATE 'UPDATE t SET a=''x'''", C::Write),
-            ("EXECUTE IMMEDIATE 'COMMIT'", commit(false, false)),
+            ("EXECUTE IMMEDIATE 'COMMIT'", commit(None, None)),
             ("EXECUTE IMMEDIATE @q", C::Write),
             ("DEALLOCATE PREPARE s", C::SqlDeallocate { name: "s".into() }),
             ("DROP PREPARE `s`", C::SqlDeallocate { name: "s".into() }),
@@ -1257,6 +1325,39 @@ mod tests {
     }
 
     #[test]
+    fn text_that_is_not_utf8_is_split_and_classified_on_bytes() {
+        // latin1 'é' (0xE9) inside a literal, a comment and an identifier.
+        let sql: &[u8] = b"SELECT '\xe9;' /* \xe9; */; INSERT INTO t\xe9 VALUES (1);XA START 'x'";
+        let parts: Vec<&[u8]> = split_statements(sql).into_iter().map(|r| &sql[r]).collect();
+        assert_eq!(
+            parts,
+            vec![
+                &b"SELECT '\xe9;' /* \xe9; */"[..],
+                b"INSERT INTO t\xe9 VALUES (1)",
+                b"XA START 'x'"
+            ]
+        );
+        let classes: Vec<C> = parts.iter().map(classify).collect();
+        assert_eq!(classes, vec![C::Read, C::Write, C::Xa]);
+        // Names and literals keep their bytes.
+        assert_eq!(
+            classify(b"PREPARE s\xe9 FROM 'SELECT \xff'"),
+            C::SqlPrepare {
+                name: b"s\xe9".to_vec(),
+                text: Some(b"SELECT \xff".to_vec())
+            }
+        );
+        assert_eq!(
+            classify(b"EXECUTE `\xe9\xff`"),
+            C::SqlExecute {
+                name: b"\xe9\xff".to_vec()
+            }
+        );
+        // A keyword cannot be made of other bytes.
+        assert_eq!(classify(b"\xc5\xbfELECT 1"), C::Write);
+    }
+
+    #[test]
     fn nested_execute_immediate_is_bounded() {
         let mut sql = "SELECT 1".to_owned();
         for _ in 0..12 {
@@ -1307,6 +1408,17 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn total_on_any_bytes(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = classify(&b);
+            let mut last = 0;
+            for r in split_statements(&b) {
+                prop_assert!(r.start >= last && r.start <= r.end && r.end <= b.len());
+                let _ = classify(&b[r.clone()]);
+                last = r.end;
+            }
+        }
+
         #[test]
         fn total_on_any_string(s in any::<String>()) {
             let _ = classify(&s);

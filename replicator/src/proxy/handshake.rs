@@ -10,6 +10,13 @@
 //! - `CLIENT_COMPRESS` — the proxy reads every packet, so it would have to
 //!   decompress and recompress them;
 //! - MariaDB's `CACHE_METADATA` — result sets always carry their metadata.
+//!
+//! Cleared in the client's answer before it goes to the server:
+//! `CLIENT_MULTI_STATEMENTS` (with `CLIENT_MULTI_RESULTS` kept on for a
+//! client that asked for it). The proxy splits a client's multi-statement
+//! query itself and sends the statements one by one, so the server must
+//! never split one: a query it would split differently then fails there
+//! as a syntax error instead of running a statement the proxy did not see.
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -127,7 +134,7 @@ where
     }
     forward(client_out, &greeting).await?;
 
-    let response = client_in.expect().await?;
+    let mut response = client_in.expect().await?;
     let p = &response.payload;
     let caps = p
         .get(0..4)
@@ -150,6 +157,8 @@ where
             "the client asked for metadata caching, which the proxy does not offer",
         ));
     }
+    let to_server = server_capabilities(lower);
+    response.payload[0..4].copy_from_slice(&to_server.to_le_bytes());
     forward(server_out, &response).await?;
 
     // Authentication rounds alternate: each server packet that is neither
@@ -174,6 +183,16 @@ where
         connection_id: parsed.connection_id,
         server_version: parsed.server_version,
     })
+}
+
+/// The capabilities the proxy asks of the server for a client that asked
+/// for `client`: multi-statements off (the proxy splits), multi-results on
+/// when the client wants several statements' results.
+fn server_capabilities(client: u32) -> u32 {
+    if client & cap::CLIENT_MULTI_STATEMENTS == 0 {
+        return client;
+    }
+    (client & !cap::CLIENT_MULTI_STATEMENTS) | cap::CLIENT_MULTI_RESULTS
 }
 
 /// Copy a packet with its own sequence id, and flush.
@@ -232,6 +251,20 @@ mod tests {
         assert!(
             p.ends_with(b"mysql_native_password\0"),
             "the rest is untouched"
+        );
+    }
+
+    #[test]
+    fn the_server_never_gets_multi_statements() {
+        let base = cap::CLIENT_PROTOCOL_41 | cap::CLIENT_PLUGIN_AUTH;
+        assert_eq!(server_capabilities(base), base);
+        assert_eq!(
+            server_capabilities(base | cap::CLIENT_MULTI_STATEMENTS),
+            base | cap::CLIENT_MULTI_RESULTS
+        );
+        assert_eq!(
+            server_capabilities(base | cap::CLIENT_MULTI_STATEMENTS | cap::CLIENT_MULTI_RESULTS),
+            base | cap::CLIENT_MULTI_RESULTS
         );
     }
 

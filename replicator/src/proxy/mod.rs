@@ -8,6 +8,9 @@
 //! - [`response`] — the response state machine (when a response ends).
 //! - [`session`] — one session's two connections and relaying.
 //! - [`classify`] — lexer-level statement classification and splitting.
+//! - [`completion`] — how COMMIT / ROLLBACK end (CHAIN, RELEASE,
+//!   `completion_type`).
+//! - [`prepared`] — statement classes of prepared statements.
 //! - [`status`] — `SHOW STATUS LIKE 'wsrep%'` answered with the node's state.
 //! - [`transaction`] — transactions as XA, ended through the cluster's
 //!   [`transaction::CommitService`].
@@ -15,8 +18,10 @@
 //! Knows nothing of Raft or of the cluster.
 
 pub mod classify;
+pub mod completion;
 pub mod handshake;
 pub mod packet;
+pub mod prepared;
 pub mod response;
 pub mod session;
 pub mod status;

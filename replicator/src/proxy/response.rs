@@ -38,6 +38,18 @@ pub enum Step {
     Done(Outcome),
 }
 
+/// Where a packet just fed carries server status flags, if it does: the
+/// packets whose flags the proxy may rewrite. Rows, column and parameter
+/// definitions and prepare-OKs carry none, whatever their first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusPacket {
+    /// An OK packet (header 0x00, or 0xFE as a terminator under
+    /// DEPRECATE_EOF).
+    Ok,
+    /// An EOF packet (0xFE, flags at bytes 3–4).
+    Eof,
+}
+
 /// How a response ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -73,6 +85,8 @@ pub struct ResponseReader {
     deprecate_eof: bool,
     state: State,
     outcome: Outcome,
+    /// What the packet fed last was, as far as status flags go.
+    last: Option<StatusPacket>,
 }
 
 fn malformed(what: &str) -> ProtocolError {
@@ -91,6 +105,7 @@ impl ResponseReader {
             deprecate_eof,
             state,
             outcome: Outcome::default(),
+            last: None,
         }
     }
 
@@ -116,8 +131,24 @@ impl ResponseReader {
         }
     }
 
+    /// The layout of a result-set terminator in this session.
+    fn terminator(&self) -> StatusPacket {
+        if self.deprecate_eof {
+            StatusPacket::Ok
+        } else {
+            StatusPacket::Eof
+        }
+    }
+
+    /// Whether the packet fed last carries status flags, and in which
+    /// layout (`None` for rows, definitions, errors, …).
+    pub fn status_packet(&self) -> Option<StatusPacket> {
+        self.last
+    }
+
     /// Feed the next server packet's payload.
     pub fn feed(&mut self, payload: &[u8]) -> Result<Step, ProtocolError> {
+        self.last = None;
         let first = payload.first().copied();
         match (self.state, self.expect) {
             (State::Finished, _) => Err(malformed("packet after the end of a response")),
@@ -133,8 +164,10 @@ impl ResponseReader {
                     self.outcome.status = if first == Some(0x00) {
                         let ok = wire::parse_ok(payload).ok_or_else(|| malformed("OK"))?;
                         self.outcome.ok = Some(ok);
+                        self.last = Some(StatusPacket::Ok);
                         Some(ok.status)
                     } else {
+                        self.last = Some(self.terminator());
                         wire::terminator_status(payload, self.deprecate_eof)
                     };
                     Ok(self.done())
@@ -146,6 +179,7 @@ impl ResponseReader {
                 Some(0x00) => {
                     let ok = wire::parse_ok(payload).ok_or_else(|| malformed("OK"))?;
                     self.outcome.ok = Some(ok);
+                    self.last = Some(StatusPacket::Ok);
                     Ok(self.result_ended(ok.status))
                 }
                 Some(0xfb) => Ok(Step::LocalInfile),
@@ -162,6 +196,7 @@ impl ResponseReader {
             (State::Columns { .. }, Expect::FieldList) => {
                 if wire::is_terminator(payload, self.deprecate_eof) {
                     self.outcome.status = wire::terminator_status(payload, self.deprecate_eof);
+                    self.last = Some(self.terminator());
                     return Ok(self.done());
                 }
                 Ok(Step::More)
@@ -178,6 +213,7 @@ impl ResponseReader {
                 if !wire::is_terminator(payload, false) {
                     return Err(malformed("expected EOF after column definitions"));
                 }
+                self.last = Some(StatusPacket::Eof);
                 let status = wire::parse_eof_status(payload).unwrap_or(0);
                 if status & status::CURSOR_EXISTS != 0 {
                     // A cursor was opened: rows come with COM_STMT_FETCH.
@@ -192,6 +228,7 @@ impl ResponseReader {
                 if wire::is_terminator(payload, self.deprecate_eof) {
                     let status = wire::terminator_status(payload, self.deprecate_eof)
                         .ok_or_else(|| malformed("result set terminator"))?;
+                    self.last = Some(self.terminator());
                     if self.expect == Expect::Fetch {
                         self.outcome.status = Some(status);
                         return Ok(self.done());
@@ -225,6 +262,7 @@ impl ResponseReader {
                 if !wire::is_terminator(payload, false) {
                     return Err(malformed("expected EOF after parameter definitions"));
                 }
+                self.last = Some(StatusPacket::Eof);
                 self.state = State::PrepareColumns { left: columns };
                 self.after_prepare_columns()
             }
@@ -236,6 +274,7 @@ impl ResponseReader {
                 if !wire::is_terminator(payload, false) {
                     return Err(malformed("expected EOF after column definitions"));
                 }
+                self.last = Some(StatusPacket::Eof);
                 Ok(self.done())
             }
             (State::Start, Expect::Fetch | Expect::FieldList) => {
@@ -364,6 +403,50 @@ mod tests {
         let steps = run(Expect::Results, false, &packets);
         assert_eq!(steps[3], Step::More);
         ends_last(&steps);
+    }
+
+    #[test]
+    fn only_ok_and_eof_packets_are_status_packets() {
+        // A binary row (always 0x00 first) and a text row whose first
+        // column is '' look like OK packets; they carry no status flags.
+        let binary_row = b"\x00\x00\x01\x01\x00\x00\x07\x00\x00\x00".to_vec();
+        let text_row = b"\x00\x0512345".to_vec();
+        for deprecate_eof in [false, true] {
+            let mut r = ResponseReader::new(Expect::Results, deprecate_eof);
+            let mut packets = vec![
+                (vec![2], None),
+                (b"c1".to_vec(), None),
+                (b"c2".to_vec(), None),
+            ];
+            if !deprecate_eof {
+                packets.push((eof(0), Some(StatusPacket::Eof)));
+            }
+            packets.push((binary_row.clone(), None));
+            packets.push((text_row.clone(), None));
+            let terminator = if deprecate_eof {
+                (
+                    ok_terminator(status::MORE_RESULTS_EXISTS),
+                    Some(StatusPacket::Ok),
+                )
+            } else {
+                (eof(status::MORE_RESULTS_EXISTS), Some(StatusPacket::Eof))
+            };
+            packets.push(terminator);
+            packets.push((ok_packet(1, 0, 0, 0), Some(StatusPacket::Ok)));
+            for (p, want) in packets {
+                r.feed(&p).unwrap();
+                assert_eq!(
+                    r.status_packet(),
+                    want,
+                    "{p:?} (deprecate_eof {deprecate_eof})"
+                );
+            }
+        }
+        let mut r = ResponseReader::new(Expect::Fetch, false);
+        r.feed(&binary_row).unwrap();
+        assert_eq!(r.status_packet(), None);
+        r.feed(&eof(0)).unwrap();
+        assert_eq!(r.status_packet(), Some(StatusPacket::Eof));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 
 use super::handshake::{self, Handshake};
 use super::packet::{Packet, PacketReader, ProtocolError, encode_packet};
-use super::response::{Expect, Outcome, ResponseReader, Step};
+use super::response::{Expect, Outcome, ResponseReader, StatusPacket, Step};
 use super::wire::{self, cap, com};
 
 pub type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
@@ -188,16 +188,15 @@ impl Wire {
 
     /// Read the response of the command just sent.
     pub async fn follow(&mut self, expect: Expect, relay: Relay) -> Result<Relayed, ProtocolError> {
-        let deprecate_eof = self.deprecate_eof();
-        let mut reader = ResponseReader::new(expect, deprecate_eof);
+        let mut reader = ResponseReader::new(expect, self.deprecate_eof());
         let mut rows = Vec::new();
         loop {
             let mut packet = self.server_in.expect().await?;
             self.server_seq = packet.next_seq();
             let in_rows = reader.in_rows();
             let step = reader.feed(&packet.payload)?;
-            if relay.to_client && (relay.clear_status | relay.set_status) != 0 {
-                edit_status(&mut packet.payload, deprecate_eof, relay);
+            if relay.to_client {
+                edit_status(&mut packet.payload, reader.status_packet(), relay);
             }
             match step {
                 Step::More => {
@@ -293,33 +292,35 @@ impl Wire {
 }
 
 /// A COM_QUERY payload.
-pub fn query_payload(sql: &str) -> Vec<u8> {
+pub fn query_payload(sql: impl AsRef<[u8]>) -> Vec<u8> {
+    let sql = sql.as_ref();
     let mut payload = Vec::with_capacity(sql.len() + 1);
     payload.push(com::QUERY);
-    payload.extend_from_slice(sql.as_bytes());
+    payload.extend_from_slice(sql);
     payload
 }
 
-/// Apply `relay`'s status edits to an OK or EOF packet; other packets are
-/// left alone.
-fn edit_status(payload: &mut [u8], deprecate_eof: bool, relay: Relay) {
+/// Apply `relay`'s status edits to a packet that carries status flags, as
+/// the response reader classified it (`kind`). Rows are never touched,
+/// even when they look like an OK packet: binary rows always start with
+/// 0x00, and so does a text row whose first column is ''.
+fn edit_status(payload: &mut [u8], kind: Option<StatusPacket>, relay: Relay) {
+    if relay.clear_status | relay.set_status == 0 {
+        return;
+    }
     let edit = |s: u16| (s & !relay.clear_status) | relay.set_status;
-    match payload.first() {
-        Some(0x00) if payload.len() >= 7 => {
+    match kind {
+        Some(StatusPacket::Ok) => {
             if let Some(ok) = wire::parse_ok(payload) {
                 wire::set_ok_status(payload, edit(ok.status));
             }
         }
-        Some(0xfe) if wire::is_terminator(payload, deprecate_eof) => {
-            if deprecate_eof {
-                if let Some(ok) = wire::parse_ok(payload) {
-                    wire::set_ok_status(payload, edit(ok.status));
-                }
-            } else if let Some(s) = wire::parse_eof_status(payload) {
+        Some(StatusPacket::Eof) => {
+            if let Some(s) = wire::parse_eof_status(payload) {
                 wire::set_eof_status(payload, edit(s));
             }
         }
-        _ => {}
+        None => {}
     }
 }
 
@@ -350,4 +351,90 @@ pub fn expect_for(command: u8) -> Result<Option<Expect>, &'static str> {
         }
         _ => return Err("unknown or unsupported command"),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::wire::{ok_packet, status};
+
+    /// Relay `packets` through the response reader and the status edits,
+    /// as [`Wire::follow`] does; what the client would get.
+    fn relayed(packets: &[Vec<u8>], deprecate_eof: bool, relay: Relay) -> Vec<Vec<u8>> {
+        let mut reader = ResponseReader::new(Expect::Results, deprecate_eof);
+        packets
+            .iter()
+            .map(|p| {
+                let mut p = p.clone();
+                reader.feed(&p).unwrap();
+                edit_status(&mut p, reader.status_packet(), relay);
+                p
+            })
+            .collect()
+    }
+
+    fn eof(status: u16) -> Vec<u8> {
+        let mut p = vec![0xfe, 0, 0];
+        p.extend_from_slice(&status.to_le_bytes());
+        p
+    }
+
+    #[test]
+    fn rows_that_look_like_ok_packets_are_not_edited() {
+        // Binary row of (257, 7): header 0x00, NULL bitmap 0x00, then
+        // 01 01 00 00 — read as an OK packet its "status" is 0x0001.
+        let binary_row = b"\x00\x00\x01\x01\x00\x00\x07\x00\x00\x00".to_vec();
+        // Text row ('', '12345').
+        let text_row = b"\x00\x0512345".to_vec();
+        let relay = Relay {
+            to_client: true,
+            clear_status: status::IN_TRANS,
+            set_status: status::MORE_RESULTS_EXISTS,
+            ..Relay::default()
+        };
+        for deprecate_eof in [false, true] {
+            let mut packets = vec![vec![2], b"c1".to_vec(), b"c2".to_vec()];
+            if !deprecate_eof {
+                packets.push(eof(status::IN_TRANS));
+            }
+            packets.push(binary_row.clone());
+            packets.push(text_row.clone());
+            let mut end = ok_packet(0, 0, status::IN_TRANS | status::AUTOCOMMIT, 0);
+            if deprecate_eof {
+                end[0] = 0xfe;
+            } else {
+                end = eof(status::IN_TRANS | status::AUTOCOMMIT);
+            }
+            packets.push(end);
+            let out = relayed(&packets, deprecate_eof, relay);
+            let rows = if deprecate_eof { 3..5 } else { 4..6 };
+            assert_eq!(
+                out[rows.clone()],
+                packets[rows],
+                "rows are relayed as they came"
+            );
+            let last = out.last().unwrap();
+            let flags = if deprecate_eof {
+                wire::parse_ok(last).unwrap().status
+            } else {
+                wire::parse_eof_status(last).unwrap()
+            };
+            assert_eq!(flags, status::AUTOCOMMIT | status::MORE_RESULTS_EXISTS);
+        }
+    }
+
+    #[test]
+    fn ok_packets_are_edited() {
+        let relay = Relay {
+            to_client: true,
+            clear_status: status::IN_TRANS,
+            ..Relay::default()
+        };
+        let out = relayed(
+            &[ok_packet(1, 0, status::IN_TRANS | status::AUTOCOMMIT, 0)],
+            true,
+            relay,
+        );
+        assert_eq!(wire::parse_ok(&out[0]).unwrap().status, status::AUTOCOMMIT);
+    }
 }

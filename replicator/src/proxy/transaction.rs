@@ -7,15 +7,23 @@
 //! DDL, LOCK TABLES and `SET autocommit = 1`, multi-statement queries,
 //! prepared statements (binary and SQL-level). Client-side XA is refused.
 //!
+//! LOCK TABLES: MariaDB refuses `XA START` while a session has tables
+//! locked, and a write there would commit without the cluster. So while
+//! tables are locked, reads run as they are and every statement that may
+//! write is refused ([`ER_LOCK_OR_ACTIVE_TRANSACTION`]); UNLOCK TABLES, or
+//! BEGIN (which unlocks, as in MariaDB), ends it. UNLOCK TABLES with no
+//! tables locked commits nothing, as in MariaDB.
+//!
 //! Owns the session's transaction state; knows nothing of Raft: it talks
 //! to the cluster only through [`CommitService`].
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
 use super::classify::{self, BeginOptions, ImplicitCommit, StatementClass};
+use super::completion::{self, Completion};
 use super::packet::{Packet, ProtocolError};
+use super::prepared::Prepared;
 use super::response::Expect;
 use super::session::{Relay, Wire, expect_for, query_payload};
 use super::wire::{self, com, status};
@@ -150,10 +158,15 @@ pub struct Transactions<'s> {
     open: Option<Open>,
     /// The session's autocommit, as the server last reported it.
     autocommit: bool,
-    /// Statement classes of prepared statements (binary protocol).
-    prepared: HashMap<u32, StatementClass>,
-    /// Statement classes of SQL-level prepared statements, by lowercase name.
-    sql_prepared: HashMap<String, StatementClass>,
+    /// Whether the client may send several statements in one COM_QUERY
+    /// (asked for at connect, switched by COM_SET_OPTION). The proxy
+    /// splits them itself: the server connection never allows it.
+    multi_statements: bool,
+    /// Statement classes of prepared statements.
+    prepared: Prepared,
+    /// The session holds table locks (LOCK TABLES, FLUSH TABLES t WITH
+    /// READ LOCK): no XA transaction can start, writes are refused.
+    tables_locked: bool,
     /// `wsrep_sync_wait` as the client set it.
     pub sync_wait: u64,
 }
@@ -166,6 +179,9 @@ const ER_UNKNOWN_COM_ERROR: u16 = 1047;
 const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 /// The replicator's own schema: never replicated, never changed by clients.
 const OWN_SCHEMA: &str = "replicator";
+/// MariaDB's "Can't execute the given command because you have active
+/// locked tables or an active transaction".
+pub const ER_LOCK_OR_ACTIVE_TRANSACTION: u16 = 1192;
 
 impl<'s> Transactions<'s> {
     pub fn new(service: &'s dyn CommitService) -> Self {
@@ -173,14 +189,16 @@ impl<'s> Transactions<'s> {
             service,
             open: None,
             autocommit: true,
-            prepared: HashMap::new(),
-            sql_prepared: HashMap::new(),
+            multi_statements: false,
+            prepared: Prepared::default(),
+            tables_locked: false,
             sync_wait: 0,
         }
     }
 
     /// Serve the session until the client leaves.
     pub async fn serve(&mut self, wire: &mut Wire) -> Result<(), SessionError> {
+        self.multi_statements = wire.handshake.has(wire::cap::CLIENT_MULTI_STATEMENTS);
         while let Some(command) = wire.next_command().await? {
             if !self.command(wire, command).await? {
                 return Ok(());
@@ -212,37 +230,29 @@ impl<'s> Transactions<'s> {
             }
             com::QUERY => return self.query(wire, &command.payload).await,
             com::STMT_PREPARE => {
-                let text = String::from_utf8_lossy(&command.payload[1..]);
-                let class = classify::classify(&text);
+                let class = classify::classify(&command.payload[1..]);
                 let relayed = wire
                     .run(&command.payload, Expect::Prepare, forward())
                     .await?;
-                if let Some((id, _, _)) = relayed.outcome.prepared {
-                    self.prepared.insert(id, class);
-                }
+                let id = relayed.outcome.prepared.map(|(id, _, _)| id);
+                self.prepared.prepared(id, class);
                 self.track(relayed.outcome.status);
             }
             com::STMT_EXECUTE | com::STMT_BULK_EXECUTE => {
-                let class = match command.payload.get(1..5) {
-                    Some(id) => self
-                        .prepared
-                        .get(&u32::from_le_bytes([id[0], id[1], id[2], id[3]]))
-                        .cloned()
-                        .unwrap_or(StatementClass::Write),
-                    None => StatementClass::Write,
-                };
+                let class = statement_id(&command.payload)
+                    .map_or(StatementClass::Write, |id| self.prepared.class_of(id));
                 return Ok(!matches!(
                     self.statement(wire, &command.payload, class, false).await?,
                     Ended::Release
                 ));
             }
             com::STMT_CLOSE => {
-                if let Some(id) = command.payload.get(1..5) {
-                    self.prepared
-                        .remove(&u32::from_le_bytes([id[0], id[1], id[2], id[3]]));
+                if let Some(id) = statement_id(&command.payload) {
+                    self.prepared.closed(id);
                 }
                 wire.send_only(&command.payload).await?;
             }
+            com::SET_OPTION => self.set_option(wire, &command.payload).await?,
             com::CHANGE_USER | com::RESET_CONNECTION => {
                 // Both end any transaction on the server (an active XA
                 // branch is rolled back with the session's state).
@@ -256,7 +266,7 @@ impl<'s> Transactions<'s> {
                 if outcome.error.is_none() {
                     self.open = None;
                     self.prepared.clear();
-                    self.sql_prepared.clear();
+                    self.tables_locked = false;
                     self.sync_wait = 0;
                 }
                 self.track(outcome.status);
@@ -273,6 +283,32 @@ impl<'s> Transactions<'s> {
         Ok(true)
     }
 
+    /// COM_SET_OPTION: multi-statements on or off for this client. The
+    /// server is asked to turn them off either way (its answer has the
+    /// same shape), so only the proxy ever splits a query.
+    async fn set_option(&mut self, wire: &mut Wire, payload: &[u8]) -> Result<(), SessionError> {
+        const MULTI_STATEMENTS_ON: [u8; 2] = [0, 0];
+        const MULTI_STATEMENTS_OFF: [u8; 2] = [1, 0];
+        let on = match payload.get(1..) {
+            Some(o) if o == MULTI_STATEMENTS_ON => true,
+            Some(o) if o == MULTI_STATEMENTS_OFF => false,
+            // Unknown options: the server answers for itself.
+            _ => {
+                let relayed = wire.run(payload, Expect::Single, forward()).await?;
+                self.track(relayed.outcome.status);
+                return Ok(());
+            }
+        };
+        let mut sent = vec![com::SET_OPTION];
+        sent.extend_from_slice(&MULTI_STATEMENTS_OFF);
+        let relayed = wire.run(&sent, Expect::Single, forward()).await?;
+        if relayed.outcome.error.is_none() {
+            self.multi_statements = on;
+        }
+        self.track(relayed.outcome.status);
+        Ok(())
+    }
+
     /// Follow the server's autocommit flag.
     fn track(&mut self, status: Option<u16>) {
         if let Some(s) = status {
@@ -283,26 +319,28 @@ impl<'s> Transactions<'s> {
     /// A COM_QUERY: one statement, or several when the client allows
     /// multi-statements; each runs as MariaDB would run it alone, and the
     /// client sees one multi-result response that stops at the first error.
+    ///
+    /// The text is split and classified as bytes, in whatever character set
+    /// the client uses. A query the server would split differently (a
+    /// character set whose two-byte characters may end in `\\`) cannot run
+    /// a statement the proxy did not see: the server connection has
+    /// multi-statements off, so MariaDB refuses it as a syntax error.
     async fn query(&mut self, wire: &mut Wire, payload: &[u8]) -> Result<bool, SessionError> {
-        // Statement text that is not UTF-8 (e.g. binary literals in another
-        // character set) is classified leniently and never split: byte
-        // offsets of a lossy copy would not match the original.
-        let (text, exact) = match std::str::from_utf8(&payload[1..]) {
-            Ok(t) => (t.to_string(), true),
-            Err(_) => (String::from_utf8_lossy(&payload[1..]).into_owned(), false),
-        };
-        let multi = exact && wire.handshake.has(wire::cap::CLIENT_MULTI_STATEMENTS);
-        let parts = if multi {
-            classify::split_statements(&text)
+        let text = payload.get(1..).unwrap_or_default();
+        let parts = if self.multi_statements {
+            classify::split_statements(text)
         } else {
             Vec::new()
         };
         if parts.len() <= 1 {
-            if let Some(filter) = super::status::wsrep_status_request(&text) {
+            let status = std::str::from_utf8(text)
+                .ok()
+                .and_then(super::status::wsrep_status_request);
+            if let Some(filter) = status {
                 self.status_variables(wire, &filter).await?;
                 return Ok(true);
             }
-            let class = classify::classify(&text);
+            let class = classify::classify(text);
             return Ok(!matches!(
                 self.statement(wire, payload, class, false).await?,
                 Ended::Release
@@ -310,7 +348,7 @@ impl<'s> Transactions<'s> {
         }
         let last = parts.len() - 1;
         for (i, range) in parts.into_iter().enumerate() {
-            let sql = &text[range];
+            let sql = text.get(range).unwrap_or_default();
             let class = classify::classify(sql);
             match self
                 .statement(wire, &query_payload(sql), class, i < last)
@@ -364,7 +402,7 @@ impl<'s> Transactions<'s> {
                 .await
             }
             StatementClass::Begin(options) => {
-                if !self.implicit_commit(wire).await? {
+                if !self.implicit_commit(wire).await? || !self.unlock_tables(wire).await? {
                     return Ok(Ended::Error);
                 }
                 self.begin(wire, payload, options, relay).await
@@ -403,27 +441,41 @@ impl<'s> Transactions<'s> {
                 self.service.schema_changed();
                 Ok(ended)
             }
-            StatementClass::LockTables { .. } => {
+            StatementClass::LockTables { unlock: false } => {
                 if !self.implicit_commit(wire).await? {
                     return Ok(Ended::Error);
                 }
-                self.pass(wire, payload, relay).await
+                // Tables held before are released first, also when the
+                // new locks cannot be taken.
+                let ended = self.pass(wire, payload, relay).await?;
+                self.tables_locked = matches!(ended, Ended::Ok);
+                Ok(ended)
+            }
+            StatementClass::LockTables { unlock: true } => {
+                // Commits (on the server) only when tables were locked,
+                // and then no XA transaction can be open: never an
+                // implicit commit of the proxy's own.
+                let ended = self.pass(wire, payload, relay).await?;
+                self.tables_locked = false;
+                Ok(ended)
             }
             StatementClass::SqlPrepare { name, text } => {
-                let class = text.map_or(StatementClass::Write, |t| classify::classify(&t));
-                self.sql_prepared.insert(name.to_lowercase(), class);
-                self.pass(wire, payload, relay).await
+                let class = text.map_or(StatementClass::Write, classify::classify);
+                // Whatever the outcome, the server dropped any statement of
+                // that name first.
+                self.prepared.sql_deallocated(&name);
+                let ended = self.pass(wire, payload, relay).await?;
+                if matches!(ended, Ended::Ok) {
+                    self.prepared.sql_prepared(&name, class);
+                }
+                Ok(ended)
             }
             StatementClass::SqlDeallocate { name } => {
-                self.sql_prepared.remove(&name.to_lowercase());
+                self.prepared.sql_deallocated(&name);
                 self.pass(wire, payload, relay).await
             }
             StatementClass::SqlExecute { name } => {
-                let class = self
-                    .sql_prepared
-                    .get(&name.to_lowercase())
-                    .cloned()
-                    .unwrap_or(StatementClass::Write);
+                let class = self.prepared.sql_class_of(&name);
                 // The prepared text's class decides; it cannot be another
                 // EXECUTE (MariaDB refuses that), so this recursion ends.
                 let class = match class {
@@ -438,7 +490,13 @@ impl<'s> Transactions<'s> {
             StatementClass::Read | StatementClass::Savepoint => {
                 // With autocommit off, this statement starts a transaction
                 // that later statements may write in.
-                if self.open.is_none() && !self.autocommit && !self.xa_start(wire).await? {
+                // (Under LOCK TABLES it cannot be an XA transaction, and
+                // writes are refused there.)
+                if self.open.is_none()
+                    && !self.autocommit
+                    && !self.tables_locked
+                    && !self.xa_start(wire).await?
+                {
                     return Ok(Ended::Error);
                 }
                 self.pass(wire, payload, relay).await
@@ -689,7 +747,7 @@ impl<'s> Transactions<'s> {
         let depends_on = self.service.last_committed();
         let relayed = wire
             .run(
-                &query_payload(&format!("XA START '{xid}'")),
+                &query_payload(format!("XA START '{xid}'")),
                 Expect::Results,
                 Relay {
                     hold_last: true,
@@ -719,26 +777,64 @@ impl<'s> Transactions<'s> {
         Ok(Ended::Ok)
     }
 
-    /// COMMIT or ROLLBACK, with CHAIN and RELEASE.
+    /// COMMIT or ROLLBACK, with CHAIN and RELEASE as the statement says
+    /// (`Some`) or else as the session's `completion_type` says. A chained
+    /// transaction is tracked like one started by BEGIN.
     async fn end(
         &mut self,
         wire: &mut Wire,
         payload: &[u8],
         commit: bool,
-        chain: bool,
-        release: bool,
+        chain: Option<bool>,
+        release: Option<bool>,
         relay: Relay,
     ) -> Result<Ended, SessionError> {
+        if chain == Some(true) && release == Some(true) {
+            // MariaDB refuses AND CHAIN RELEASE as a syntax error.
+            return self.pass(wire, payload, relay).await;
+        }
+        let Completion { chain, release } = self.completion(wire, chain, release).await?;
+        let released = |ended| match ended {
+            Ended::Ok if release => Ended::Release,
+            e => e,
+        };
         match self.open.clone() {
-            None | Some(Open::ReadOnly) => {
+            Some(Open::ReadOnly) => {
+                // MariaDB ends it and chains (READ ONLY again) or closes
+                // the connection itself.
                 let ended = self.pass(wire, payload, relay).await?;
-                if !chain {
+                let chained = chain && !release;
+                if matches!(ended, Ended::Ok) && !chained {
                     self.open = None;
                 }
-                return Ok(match ended {
-                    Ended::Ok if release => Ended::Release,
-                    e => e,
-                });
+                return Ok(released(ended));
+            }
+            None if self.tables_locked || !chain || release => {
+                // Under LOCK TABLES no XA transaction can start (a chained
+                // plain one cannot write: writes are refused there); else
+                // nothing is chained and nothing of ours is open.
+                let ended = self.pass(wire, payload, relay).await?;
+                return Ok(released(ended));
+            }
+            None => {
+                // Chained with nothing open: end whatever the server may
+                // have, then the new transaction is an XA one.
+                let plain = if commit {
+                    completion::COMMIT_PLAIN
+                } else {
+                    completion::ROLLBACK_PLAIN
+                };
+                let outcome = wire.query(plain).await?;
+                self.track(outcome.status);
+                if let Some(e) = outcome.error {
+                    wire.error_to_client(e.code, &e.state, &e.message).await?;
+                    return Ok(Ended::Error);
+                }
+                if !self.xa_start(wire).await? {
+                    return Ok(Ended::Error);
+                }
+                self.synthesized_ok(wire, relay).await?;
+                return Ok(Ended::Ok);
             }
             Some(Open::Xa { .. }) => {}
         }
@@ -754,11 +850,27 @@ impl<'s> Transactions<'s> {
             wire.error_to_client(code, state, &message).await?;
             return Ok(Ended::Error);
         }
-        if chain && !self.xa_start(wire).await? {
+        if chain && !release && !self.xa_start(wire).await? {
             return Ok(Ended::Error);
         }
         self.synthesized_ok(wire, relay).await?;
         Ok(if release { Ended::Release } else { Ended::Ok })
+    }
+
+    /// How this COMMIT / ROLLBACK ends; reads `completion_type` from the
+    /// server only when the statement leaves something to it.
+    async fn completion(
+        &mut self,
+        wire: &mut Wire,
+        chain: Option<bool>,
+        release: Option<bool>,
+    ) -> Result<Completion, SessionError> {
+        let session = if completion::needs_session_value(chain, release) {
+            wire.query_value(completion::QUERY).await?
+        } else {
+            None
+        };
+        Ok(completion::resolve(chain, release, session.as_deref()))
     }
 
     /// A statement with an implicit commit: commit what is open first.
@@ -768,7 +880,7 @@ impl<'s> Transactions<'s> {
         match self.open {
             None => Ok(true),
             Some(Open::ReadOnly) => {
-                let outcome = wire.query("COMMIT").await?;
+                let outcome = wire.query(completion::COMMIT_PLAIN).await?;
                 self.open = None;
                 self.track(outcome.status);
                 Ok(true)
@@ -783,6 +895,22 @@ impl<'s> Transactions<'s> {
         }
     }
 
+    /// Release the session's table locks, if it holds any (BEGIN does so
+    /// in MariaDB); false if the server refused (the client has been told).
+    async fn unlock_tables(&mut self, wire: &mut Wire) -> Result<bool, SessionError> {
+        if !self.tables_locked {
+            return Ok(true);
+        }
+        let outcome = wire.query("UNLOCK TABLES").await?;
+        self.track(outcome.status);
+        if let Some(e) = outcome.error {
+            wire.error_to_client(e.code, &e.state, &e.message).await?;
+            return Ok(false);
+        }
+        self.tables_locked = false;
+        Ok(true)
+    }
+
     /// A statement that may write.
     async fn write(
         &mut self,
@@ -790,6 +918,19 @@ impl<'s> Transactions<'s> {
         payload: &[u8],
         relay: Relay,
     ) -> Result<Ended, SessionError> {
+        if self.tables_locked {
+            return self
+                .refuse(
+                    wire,
+                    ER_LOCK_OR_ACTIVE_TRANSACTION,
+                    "HY000",
+                    "Can't execute the given command because you have active locked tables: \
+                     the replicator cannot replicate a write under LOCK TABLES (MariaDB \
+                     refuses the XA transaction it would run in); UNLOCK TABLES first \
+                     (restore dumps made with mysqldump --skip-add-locks)",
+                )
+                .await;
+        }
         if self.open.is_some() {
             return self.pass(wire, payload, relay).await;
         }
@@ -957,16 +1098,16 @@ fn allowed_outside_primary(payload: &[u8]) -> bool {
     match payload.first() {
         Some(&(com::QUIT | com::PING | com::STMT_CLOSE | com::INIT_DB)) => true,
         Some(&com::QUERY) => {
-            let text = String::from_utf8_lossy(&payload[1..]);
-            if classify::split_statements(&text).len() > 1 {
+            let text = &payload[1..];
+            if classify::split_statements(text).len() > 1 {
                 return false;
             }
-            match classify::classify(&text) {
+            match classify::classify(text) {
                 StatementClass::Set { .. }
                 | StatementClass::Session
                 | StatementClass::Rollback { .. }
                 | StatementClass::Empty => true,
-                StatementClass::Read => first_word_is_show(&text),
+                StatementClass::Read => first_word_is_show(&String::from_utf8_lossy(text)),
                 _ => false,
             }
         }
@@ -995,6 +1136,12 @@ fn first_word_is_show(text: &str) -> bool {
     rest.get(..4)
         .is_some_and(|w| w.eq_ignore_ascii_case("SHOW"))
         && rest[4..].starts_with(|c: char| c.is_whitespace())
+}
+
+/// The statement id of a `COM_STMT_*` command.
+fn statement_id(payload: &[u8]) -> Option<u32> {
+    let id = payload.get(1..5)?;
+    Some(u32::from_le_bytes([id[0], id[1], id[2], id[3]]))
 }
 
 /// Relay everything to the client.
