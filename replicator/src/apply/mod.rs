@@ -10,7 +10,10 @@
 //! decide anything: the pipeline says what to apply, when it may start
 //! (its dependencies committed) and when it may commit (its turn).
 
+use std::collections::HashSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mysql_async::prelude::*;
@@ -47,11 +50,73 @@ pub enum ToiOutcome {
     Failed(u16, String),
 }
 
+/// How long an applier statement may wait before the local transactions
+/// blocking it are aborted.
+const BF_ABORT_AFTER: Duration = Duration::from_millis(100);
+
 /// Applies write-sets through a pool of the replicator's own connections.
 #[derive(Clone)]
 pub struct Applier {
     pool: mysql_async::Pool,
     opts: mysql_async::Opts,
+    aborter: Arc<BfAborter>,
+}
+
+/// Brute-force abort: a local transaction holding a lock an applier waits
+/// for loses — its connection is killed (which rolls it back), and its
+/// session answers 1213.
+struct BfAborter {
+    /// Its own connections, so that finding blockers never waits for a
+    /// free applier.
+    pool: mysql_async::Pool,
+    /// Server connection ids of applier connections (never aborted).
+    appliers: Mutex<HashSet<u32>>,
+    /// Connections aborted, until their session asks.
+    aborted: Mutex<HashSet<u32>>,
+    count: AtomicU64,
+}
+
+impl BfAborter {
+    /// Kill every local connection whose transaction holds a lock that
+    /// applier connection `waiter` waits for.
+    async fn abort_blockers(&self, waiter: u32) -> Result<(), mysql_async::Error> {
+        let mut conn = self.pool.get_conn().await?;
+        let blockers: Vec<u64> = conn
+            .exec(
+                "SELECT DISTINCT b.trx_mysql_thread_id \
+                 FROM information_schema.INNODB_LOCK_WAITS w \
+                 JOIN information_schema.INNODB_TRX b ON b.trx_id = w.blocking_trx_id \
+                 JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id \
+                 WHERE r.trx_mysql_thread_id = ?",
+                (waiter,),
+            )
+            .await?;
+        for blocker in blockers {
+            let Ok(id) = u32::try_from(blocker) else {
+                continue;
+            };
+            // 0: a prepared transaction no connection holds (the
+            // pipeline resolves it in its turn).
+            if id == 0 || self.appliers.lock().expect("appliers lock").contains(&id) {
+                continue;
+            }
+            self.aborted.lock().expect("aborted lock").insert(id);
+            match conn.query_drop(format!("KILL CONNECTION {id}")).await {
+                Ok(()) => {
+                    self.count.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        connection = id,
+                        applier = waiter,
+                        "aborted a local transaction blocking an applier"
+                    );
+                }
+                // Already gone.
+                Err(mysql_async::Error::Server(e)) if e.code == 1094 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Statements every applier connection runs first.
@@ -75,9 +140,62 @@ impl Applier {
         let builder = mysql_async::OptsBuilder::from_opts(opts.clone())
             .init(session_setup())
             .pool_opts(pool_opts);
+        let watchdog = mysql_async::OptsBuilder::from_opts(opts.clone()).pool_opts(
+            mysql_async::PoolOpts::default()
+                .with_constraints(mysql_async::PoolConstraints::new(0, 2).unwrap_or_default()),
+        );
         Self {
             pool: mysql_async::Pool::new(builder),
             opts,
+            aborter: Arc::new(BfAborter {
+                pool: mysql_async::Pool::new(watchdog),
+                appliers: Mutex::new(HashSet::new()),
+                aborted: Mutex::new(HashSet::new()),
+                count: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Whether this node aborted server connection `id` for an applier
+    /// (asked once, by its session).
+    pub fn was_aborted(&self, id: u32) -> bool {
+        self.aborter
+            .aborted
+            .lock()
+            .expect("aborted lock")
+            .remove(&id)
+    }
+
+    /// Local transactions aborted for appliers so far.
+    pub fn aborts(&self) -> u64 {
+        self.aborter.count.load(Ordering::Relaxed)
+    }
+
+    /// Run `statement` on applier connection `conn`; while it waits, the
+    /// local transactions blocking it are aborted.
+    async fn run(
+        &self,
+        conn: &mut mysql_async::Conn,
+        statement: &str,
+    ) -> Result<(), mysql_async::Error> {
+        let id = conn.id();
+        self.aborter
+            .appliers
+            .lock()
+            .expect("appliers lock")
+            .insert(id);
+        let aborter = self.aborter.clone();
+        let run = conn.query_drop(statement);
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                result = &mut run => return result,
+                _ = tokio::time::sleep(BF_ABORT_AFTER) => {
+                    if let Err(e) = aborter.abort_blockers(id).await {
+                        tracing::warn!(applier = id, error = %e, "could not look for transactions blocking an applier");
+                    }
+                }
+            }
         }
     }
 
@@ -138,7 +256,7 @@ impl Applier {
         let result = async {
             conn.query_drop("START TRANSACTION").await?;
             for statement in statements {
-                conn.query_drop(statement).await?;
+                self.run(&mut conn, statement).await?;
             }
             turn().await;
             conn.query_drop(position_update(seqno)).await?;
@@ -180,7 +298,7 @@ impl Applier {
                 .await
                 .map_err(server)?;
         }
-        let outcome = match conn.query_drop(text).await {
+        let outcome = match self.run(&mut conn, text).await {
             Ok(()) => ToiOutcome::Ok,
             Err(mysql_async::Error::Server(e)) => ToiOutcome::Failed(e.code, e.message),
             Err(e) => return Err(server(e)),
@@ -202,6 +320,7 @@ impl Applier {
 
     pub async fn disconnect(self) {
         let _ = self.pool.disconnect().await;
+        let _ = self.aborter.pool.clone().disconnect().await;
     }
 }
 

@@ -1051,6 +1051,10 @@ impl CommitService for Committer {
         Box::pin(self.0.causal_wait_inner())
     }
 
+    fn bf_aborted(&self, connection_id: u32) -> bool {
+        self.0.applier.was_aborted(connection_id)
+    }
+
     fn is_primary(&self) -> bool {
         self.0.member.primary().borrow().is_primary()
     }
@@ -1100,6 +1104,7 @@ impl CommitService for Committer {
                 "wsrep_local_recv_queue",
                 p.recv_queue.load(Ordering::Relaxed).to_string(),
             ),
+            ("wsrep_local_bf_aborts", p.applier.aborts().to_string()),
             (
                 "wsrep_toi_failures",
                 p.toi_failures.load(Ordering::Relaxed).to_string(),

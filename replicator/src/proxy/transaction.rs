@@ -116,6 +116,9 @@ pub trait CommitService: Send + Sync {
     /// committed when the call was made (`wsrep_sync_wait`); an error
     /// when that cannot be known or reached in time.
     fn causal_wait(&self) -> BoxFuture<'_, Result<(), CommitError>>;
+    /// Whether the node aborted the server connection `connection_id`
+    /// because its transaction blocked a replicated write-set.
+    fn bf_aborted(&self, connection_id: u32) -> bool;
     /// Whether this node is in the primary component: it may serve
     /// clients. Otherwise every statement but status queries gets 1047.
     fn is_primary(&self) -> bool;
@@ -200,8 +203,25 @@ impl<'s> Transactions<'s> {
     pub async fn serve(&mut self, wire: &mut Wire) -> Result<(), SessionError> {
         self.multi_statements = wire.handshake.has(wire::cap::CLIENT_MULTI_STATEMENTS);
         while let Some(command) = wire.next_command().await? {
-            if !self.command(wire, command).await? {
-                return Ok(());
+            match self.command(wire, command).await {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(e) => {
+                    if self.service.bf_aborted(wire.handshake.connection_id) {
+                        // Its transaction lost to a replicated write-set
+                        // and was rolled back with its server connection.
+                        let _ = wire
+                            .error_to_client(
+                                ER_DEADLOCK,
+                                "40001",
+                                "Deadlock found when trying to get lock; try restarting \
+                                 transaction (a conflicting write-set from another node was \
+                                 applied first; the connection is closed)",
+                            )
+                            .await;
+                    }
+                    return Err(e);
+                }
             }
         }
         Ok(())
