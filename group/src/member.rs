@@ -387,7 +387,7 @@ impl GroupMember {
             }
             // A follower that knows the leader forwards straight away.
             if let Some(address) = self.known_leader_address() {
-                match self.forward_propose(&address, data.clone()).await {
+                match self.forward_propose(&address, data.clone(), deadline).await {
                     Ok(seqno) => return Ok(seqno),
                     Err(e) => {
                         tracing::debug!(leader = %address, error = %e, "forwarding a proposal failed; retrying")
@@ -398,7 +398,14 @@ impl GroupMember {
             if let Err(holders) = self.inner.flow.wait_open(deadline.into()).await {
                 return Err(GroupError::FlowControl(holders));
             }
-            let leader_address = match self.inner.raft.client_write(Proposal(data.clone())).await {
+            // A leader that lost its quorum never completes the write:
+            // past the deadline its outcome is unknown (it may commit once
+            // a quorum is back).
+            let write = self.inner.raft.client_write(Proposal(data.clone()));
+            let Ok(written) = tokio::time::timeout_at(deadline.into(), write).await else {
+                return Err(GroupError::Indeterminate);
+            };
+            let leader_address = match written {
                 Ok(response) => return Ok(response.log_id.index),
                 Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
                     return Err(GroupError::Indeterminate);
@@ -411,7 +418,7 @@ impl GroupMember {
                 Err(RaftError::Fatal(e)) => return Err(GroupError::Stopped(e.to_string())),
             };
             if let Some(address) = leader_address {
-                match self.forward_propose(&address, data.clone()).await {
+                match self.forward_propose(&address, data.clone(), deadline).await {
                     Ok(seqno) => return Ok(seqno),
                     Err(e) => {
                         tracing::debug!(leader = %address, error = %e, "forwarding a proposal failed; retrying")
@@ -431,13 +438,23 @@ impl GroupMember {
         other_leader_address(&self.inner.raft.metrics().borrow_watched())
     }
 
-    async fn forward_propose(&self, address: &str, data: Vec<u8>) -> Result<u64, GroupError> {
-        self.inner
+    async fn forward_propose(
+        &self,
+        address: &str,
+        data: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<u64, GroupError> {
+        let forward = self
+            .inner
             .forwarder
             .get()
             .expect("set at start")
-            .forward(address.to_string(), data)
+            .forward(address.to_string(), data);
+        // Bounded by the proposal's deadline; once sent, the outcome is
+        // unknown.
+        tokio::time::timeout_at(deadline.into(), forward)
             .await
+            .unwrap_or(Err(GroupError::Indeterminate))
     }
 
     /// The seqno a linearizable reader must wait for: every entry committed
