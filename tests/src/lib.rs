@@ -15,6 +15,7 @@
 
 pub mod group_node;
 pub mod partition;
+pub mod replication_cluster;
 pub mod sidecar;
 
 use std::ops::{Deref, DerefMut};

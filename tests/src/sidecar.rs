@@ -17,7 +17,12 @@ pub const APP_PASSWORD: &str = "app-pw";
 /// A running sidecar.
 pub struct Sidecar {
     child: Child,
+    /// The address it listens on, for clients and for the group.
+    pub host: String,
+    /// Its client port.
     pub port: u16,
+    /// Its group (node-to-node) port.
+    pub group_port: u16,
     pub dir: PathBuf,
     args: Vec<String>,
 }
@@ -39,10 +44,34 @@ impl Sidecar {
     pub async fn bootstrap(server: &TestServer, dir: &Path, extra: &[&str]) -> Self {
         let port = crate::ports::free_port();
         let group_port = crate::ports::free_port();
-        let mut args: Vec<String> = vec![
+        let mut args = vec![
+            "--bootstrap",
+            "--heartbeat-ms",
+            "50",
+            "--election-timeout-min-ms",
+            "300",
+            "--election-timeout-max-ms",
+            "600",
+        ];
+        args.extend_from_slice(extra);
+        Self::start(server, dir, "127.0.0.1", (port, group_port), &args).await
+    }
+
+    /// Start a sidecar in `dir` in front of `server`, serving clients on
+    /// `host:ports.0` and the group on `host:ports.1`, with `args` after
+    /// those (how it enters its cluster — `--bootstrap` or `--join
+    /// ADDRESS` — and any other flags). Returns once clients can connect.
+    pub async fn start(
+        server: &TestServer,
+        dir: &Path,
+        host: &str,
+        (port, group_port): (u16, u16),
+        args: &[&str],
+    ) -> Self {
+        let mut all: Vec<String> = vec![
             "run".into(),
             "--listen".into(),
-            format!("127.0.0.1:{port}"),
+            format!("{host}:{port}"),
             "--mariadb-socket".into(),
             server.config().socket().display().to_string(),
             "--user".into(),
@@ -52,25 +81,25 @@ impl Sidecar {
             "--secret".into(),
             "test-secret".into(),
             "--group-listen".into(),
-            format!("127.0.0.1:{group_port}"),
-            "--bootstrap".into(),
-            "--heartbeat-ms".into(),
-            "50".into(),
-            "--election-timeout-min-ms".into(),
-            "300".into(),
-            "--election-timeout-max-ms".into(),
-            "600".into(),
+            format!("{host}:{group_port}"),
         ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let child = spawn(&args, dir);
+        all.extend(args.iter().map(|s| s.to_string()));
+        let child = spawn(&all, dir);
         let mut sidecar = Self {
             child,
+            host: host.to_string(),
             port,
+            group_port,
             dir: dir.to_path_buf(),
-            args,
+            args: all,
         };
         sidecar.wait_ready().await;
         sidecar
+    }
+
+    /// `host:port` of its group endpoint, what `--join` takes.
+    pub fn group_address(&self) -> String {
+        format!("{}:{}", self.host, self.group_port)
     }
 
     /// Start it again with the same arguments (after a kill or stop).
@@ -109,7 +138,7 @@ impl Sidecar {
     /// Client options for the test account, database `d`.
     pub fn opts(&self) -> mysql_async::OptsBuilder {
         mysql_async::OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
+            .ip_or_hostname(self.host.clone())
             .tcp_port(self.port)
             .user(Some(APP_USER))
             .pass(Some(APP_PASSWORD))
@@ -156,6 +185,9 @@ fn spawn(args: &[String], dir: &Path) -> Child {
     Command::new(crate::binary("replicator"))
         .args(args)
         .env("RUST_LOG", "info,openraft=warn")
+        // The reason it stopped, not a backtrace of where the error was
+        // made, ends its log (panics still get their backtrace).
+        .env("RUST_LIB_BACKTRACE", "0")
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log file"))
         .stderr(log)
