@@ -485,6 +485,16 @@ pub struct Client {
 }
 
 impl Client {
+    /// Replace a connection the server closed (a brute-force abort ends
+    /// the aborted session's connection after its 1213).
+    pub async fn reopen(&mut self, opts: mysql_async::OptsBuilder) {
+        let connect = mysql_async::Conn::new(opts);
+        match tokio::time::timeout(STATEMENT_TIMEOUT, connect).await {
+            Ok(Ok(conn)) => self.conn = conn,
+            other => panic!("reconnecting through node{}: {other:?}", self.node + 1),
+        }
+    }
+
     fn bounded<T>(&self, sql: &str, outcome: Result<T, tokio::time::error::Elapsed>) -> T {
         outcome.unwrap_or_else(|_| {
             panic!(

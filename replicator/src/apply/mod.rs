@@ -10,7 +10,7 @@
 //! decide anything: the pipeline says what to apply, when it may start
 //! (its dependencies committed) and when it may commit (its turn).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,6 +42,46 @@ pub enum ApplyError {
     NotText { seqno: u64 },
 }
 
+/// A connection registered as holding a certified write-set's locks.
+pub struct Holder {
+    id: u32,
+    give_way: Arc<tokio::sync::Notify>,
+    aborter: Arc<BfAborter>,
+}
+
+impl Holder {
+    /// Its write-set was ordered as `seqno` (until then it counts as later
+    /// than every write-set being applied).
+    pub fn ordered_as(&self, seqno: u64) {
+        if let Ok(mut holding) = self.aborter.holding.lock()
+            && let Some(entry) = holding.get_mut(&self.id)
+        {
+            entry.0 = seqno;
+        }
+    }
+
+    /// Resolves when an earlier write-set needs this one's locks.
+    pub async fn asked_to_give_way(&self) {
+        self.give_way.notified().await;
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        if let Ok(mut holding) = self.aborter.holding.lock() {
+            holding.remove(&self.id);
+        }
+    }
+}
+
+/// How one attempt to apply a row write-set ended.
+enum Applied {
+    Committed,
+    /// Rolled back so that an earlier write-set waiting for its locks can
+    /// go first.
+    GaveWay,
+}
+
 /// The outcome of a total-order statement on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToiOutcome {
@@ -71,6 +111,9 @@ struct BfAborter {
     pool: mysql_async::Pool,
     /// Server connection ids of applier connections (never aborted).
     appliers: Mutex<HashSet<u32>>,
+    /// Applier connections holding a write-set's changes, by connection
+    /// id: its seqno, and how to make it give way to an earlier one.
+    holding: Mutex<HashMap<u32, (u64, Arc<tokio::sync::Notify>)>>,
     /// Connections aborted, until their session asks.
     aborted: Mutex<HashSet<u32>>,
     count: AtomicU64,
@@ -78,8 +121,10 @@ struct BfAborter {
 
 impl BfAborter {
     /// Kill every local connection whose transaction holds a lock that
-    /// applier connection `waiter` waits for.
-    async fn abort_blockers(&self, waiter: u32) -> Result<(), mysql_async::Error> {
+    /// applier connection `waiter` (applying `seqno`) waits for; an
+    /// applier of a later write-set holding it is told to give way (roll
+    /// back, apply again after its turn comes).
+    async fn abort_blockers(&self, waiter: u32, seqno: u64) -> Result<(), mysql_async::Error> {
         let mut conn = self.pool.get_conn().await?;
         let blockers: Vec<u64> = conn
             .exec(
@@ -91,12 +136,32 @@ impl BfAborter {
                 (waiter,),
             )
             .await?;
+        tracing::debug!(
+            applier = waiter,
+            seqno,
+            ?blockers,
+            "an applier waits for a lock"
+        );
         for blocker in blockers {
             let Ok(id) = u32::try_from(blocker) else {
                 continue;
             };
             // 0: a prepared transaction no connection holds (the
             // pipeline resolves it in its turn).
+            let holder = self.holding.lock().expect("holding lock").get(&id).cloned();
+            if let Some((other, give_way)) = holder {
+                // A certified write-set: an earlier one commits first by
+                // itself; a later one gives way.
+                if other > seqno {
+                    tracing::debug!(
+                        seqno,
+                        later = other,
+                        "a later write-set gives way to an earlier one"
+                    );
+                    give_way.notify_one();
+                }
+                continue;
+            }
             if id == 0 || self.appliers.lock().expect("appliers lock").contains(&id) {
                 continue;
             }
@@ -150,9 +215,28 @@ impl Applier {
             aborter: Arc::new(BfAborter {
                 pool: mysql_async::Pool::new(watchdog),
                 appliers: Mutex::new(HashSet::new()),
+                holding: Mutex::new(HashMap::new()),
                 aborted: Mutex::new(HashSet::new()),
                 count: AtomicU64::new(0),
             }),
+        }
+    }
+
+    /// Server connection `id` holds the locks of write-set `seqno` until
+    /// its turn (a local transaction that passed certification): an
+    /// applier of an earlier write-set blocked by it asks it to give way
+    /// through the returned handle, for as long as the handle lives.
+    pub fn hold(&self, id: u32, seqno: u64) -> Holder {
+        let give_way = Arc::new(tokio::sync::Notify::new());
+        self.aborter
+            .holding
+            .lock()
+            .expect("holding lock")
+            .insert(id, (seqno, give_way.clone()));
+        Holder {
+            id,
+            give_way,
+            aborter: self.aborter.clone(),
         }
     }
 
@@ -171,11 +255,12 @@ impl Applier {
         self.aborter.count.load(Ordering::Relaxed)
     }
 
-    /// Run `statement` on applier connection `conn`; while it waits, the
-    /// local transactions blocking it are aborted.
+    /// Run `statement` (part of write-set `seqno`) on applier connection
+    /// `conn`; while it waits, what blocks it is aborted or gives way.
     async fn run(
         &self,
         conn: &mut mysql_async::Conn,
+        seqno: u64,
         statement: &str,
     ) -> Result<(), mysql_async::Error> {
         let id = conn.id();
@@ -191,7 +276,7 @@ impl Applier {
             tokio::select! {
                 result = &mut run => return result,
                 _ = tokio::time::sleep(BF_ABORT_AFTER) => {
-                    if let Err(e) = aborter.abort_blockers(id).await {
+                    if let Err(e) = aborter.abort_blockers(id, seqno).await {
                         tracing::warn!(applier = id, error = %e, "could not look for transactions blocking an applier");
                     }
                 }
@@ -227,10 +312,19 @@ impl Applier {
             return Ok(());
         };
         let mut attempt = 0;
+        let mut after_turn = false;
         loop {
             attempt += 1;
+            if after_turn {
+                // Gave way to an earlier write-set: apply once it is done.
+                turn().await;
+            }
             match self.apply_rows_once(seqno, &statements, &mut turn).await {
-                Ok(()) => return Ok(()),
+                Ok(Applied::Committed) => return Ok(()),
+                Ok(Applied::GaveWay) => {
+                    after_turn = true;
+                    attempt -= 1;
+                }
                 Err(mysql_async::Error::Server(e))
                     if RETRYABLE.contains(&e.code) && attempt < ATTEMPTS =>
                 {
@@ -247,23 +341,41 @@ impl Applier {
         seqno: u64,
         statements: &[String; 2],
         turn: &mut T,
-    ) -> Result<(), mysql_async::Error>
+    ) -> Result<Applied, mysql_async::Error>
     where
         T: FnMut() -> F,
         F: Future<Output = ()>,
     {
         let mut conn = self.pool.get_conn().await?;
+        let id = conn.id();
+        let give_way = Arc::new(tokio::sync::Notify::new());
+        self.aborter
+            .holding
+            .lock()
+            .expect("holding lock")
+            .insert(id, (seqno, give_way.clone()));
         let result = async {
             conn.query_drop("START TRANSACTION").await?;
             for statement in statements {
-                self.run(&mut conn, statement).await?;
+                self.run(&mut conn, seqno, statement).await?;
             }
-            turn().await;
+            // Holding its locks until its turn: an earlier write-set that
+            // needs one of them makes it give way.
+            tokio::select! {
+                _ = turn() => {}
+                _ = give_way.notified() => return Ok(Applied::GaveWay),
+            }
             conn.query_drop(position_update(seqno)).await?;
-            conn.query_drop("COMMIT").await
+            conn.query_drop("COMMIT").await?;
+            Ok(Applied::Committed)
         }
         .await;
-        if result.is_err() {
+        self.aborter
+            .holding
+            .lock()
+            .expect("holding lock")
+            .remove(&id);
+        if !matches!(result, Ok(Applied::Committed)) {
             // The connection may be unusable; dropping it rolls back.
             let _ = conn.query_drop("ROLLBACK").await;
         }
@@ -298,7 +410,7 @@ impl Applier {
                 .await
                 .map_err(server)?;
         }
-        let outcome = match self.run(&mut conn, text).await {
+        let outcome = match self.run(&mut conn, seqno, text).await {
             Ok(()) => ToiOutcome::Ok,
             Err(mysql_async::Error::Server(e)) => ToiOutcome::Failed(e.code, e.message),
             Err(e) => return Err(server(e)),

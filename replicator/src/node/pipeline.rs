@@ -92,6 +92,8 @@ pub struct Pipeline {
     recv_queue: AtomicU64,
     /// Other nodes' write-sets that passed certification.
     received: AtomicU64,
+    /// Local transactions committed by replay.
+    replays_done: AtomicU64,
     /// Total-order statements that failed here.
     toi_failures: AtomicU64,
     order: Mutex<CommitOrder>,
@@ -109,6 +111,8 @@ pub struct Pipeline {
     cert_failures: AtomicU64,
     /// Set when something outside the delivery loop must stop the node.
     stopped: watch::Sender<Option<String>>,
+    /// Write-sets of local transactions to replay, by xid.
+    replays: Mutex<HashMap<Vec<u8>, (u64, Body)>>,
     /// Verdicts of this node's write-sets re-read at start-up at or below
     /// the recorded position, by xid: recovery resolves one still
     /// prepared by its verdict instead of abandoning it.
@@ -158,6 +162,7 @@ impl Pipeline {
             apply_queue_rx: Mutex::new(Some(apply_queue_rx)),
             recv_queue: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            replays_done: AtomicU64::new(0),
             toi_failures: AtomicU64::new(0),
             resolver: PreparedResolver::new(admin.clone(), RESOLVE_PATIENCE),
             admin,
@@ -171,6 +176,7 @@ impl Pipeline {
             cert_failures: AtomicU64::new(0),
             stopped: watch::channel(None).0,
             replayed_own: Mutex::new(HashMap::new()),
+            replays: Mutex::new(HashMap::new()),
         })
     }
 
@@ -732,6 +738,7 @@ impl Pipeline {
         xid: &str,
         depends_on: u64,
         last_gtid: Option<String>,
+        connection_id: u32,
     ) -> Result<Decision, CommitError> {
         let gtid = match last_gtid.as_deref().map(str::parse::<Gtid>) {
             None => None,
@@ -769,8 +776,64 @@ impl Pipeline {
             body: captured.body,
         };
         let captured_at = started.elapsed();
+        let body = ws.body.clone();
+        // Prepared, it holds its locks until it ends: an applier of an
+        // earlier write-set blocked by them makes it give way (it is never
+        // killed: that would not release a prepared transaction's locks).
+        let holder = self.applier.hold(connection_id, u64::MAX);
         let delivered = self.order(ws).await?;
+        if let Delivered::Certified {
+            seqno,
+            verdict: Verdict::Pass { .. },
+        } = delivered
+        {
+            holder.ordered_as(seqno);
+            tokio::select! {
+                _ = self.wait_turn(seqno) => {}
+                _ = holder.asked_to_give_way() => {
+                    self.replays
+                        .lock()
+                        .expect("replays lock")
+                        .insert(xid.as_bytes().to_vec(), (seqno, body));
+                    return Ok(Decision::Replay { seqno });
+                }
+            }
+        }
         self.decision(delivered, started, captured_at).await
+    }
+
+    /// Commit a local transaction's write-set from the log in its turn,
+    /// after its session rolled it back to give way (Galera's replay).
+    async fn replay_inner(&self, xid: &str) -> Result<(), CommitError> {
+        let Some((seqno, body)) = self
+            .replays
+            .lock()
+            .expect("replays lock")
+            .remove(xid.as_bytes())
+        else {
+            return Err(refused(
+                1180,
+                "HY000",
+                format!("no write-set to replay for {xid}"),
+            ));
+        };
+        let result = self
+            .applier
+            .apply_rows(seqno, &body, || self.wait_turn(seqno))
+            .await;
+        match result {
+            Ok(()) => {
+                self.replays_done.fetch_add(1, Ordering::Relaxed);
+                self.finish(seqno);
+                Ok(())
+            }
+            Err(e) => {
+                self.stop(format!(
+                    "replaying seqno {seqno} ({xid}) failed: {e}; stopping rather than diverge"
+                ));
+                Err(CommitError::Indeterminate(e.to_string()))
+            }
+        }
     }
 
     /// Propose `ws` and wait for what the log decides for it.
@@ -1007,8 +1070,16 @@ impl CommitService for Committer {
         xid: &'a str,
         depends_on: u64,
         last_gtid: Option<String>,
+        connection_id: u32,
     ) -> BoxFuture<'a, Result<Decision, CommitError>> {
-        Box::pin(self.0.decide_inner(xid, depends_on, last_gtid))
+        Box::pin(
+            self.0
+                .decide_inner(xid, depends_on, last_gtid, connection_id),
+        )
+    }
+
+    fn replay<'a>(&'a self, xid: &'a str) -> BoxFuture<'a, Result<(), CommitError>> {
+        Box::pin(self.0.replay_inner(xid))
     }
 
     fn finished(&self, seqno: u64, xid: &str, committed: bool) {
@@ -1105,6 +1176,10 @@ impl CommitService for Committer {
                 p.recv_queue.load(Ordering::Relaxed).to_string(),
             ),
             ("wsrep_local_bf_aborts", p.applier.aborts().to_string()),
+            (
+                "wsrep_local_replays",
+                p.replays_done.load(Ordering::Relaxed).to_string(),
+            ),
             (
                 "wsrep_toi_failures",
                 p.toi_failures.load(Ordering::Relaxed).to_string(),

@@ -54,6 +54,11 @@ pub enum Decision {
     /// Failed certification: `XA ROLLBACK`, the client gets 1213 (no
     /// [`CommitService::finished`] call: nothing of it commits).
     Conflict { seqno: u64, reason: String },
+    /// Passed certification as `seqno`, but while waiting for its turn it
+    /// held a lock an earlier write-set needs: `XA ROLLBACK` it here, then
+    /// [`CommitService::replay`] commits its write-set from the log in its
+    /// turn (Galera's replay); the client gets OK.
+    Replay { seqno: u64 },
 }
 
 /// Why a commit could not be decided.
@@ -85,12 +90,18 @@ pub trait CommitService: Send + Sync {
     fn last_committed(&self) -> u64;
     /// Decide the transaction `xid`, whose `XA PREPARE` just returned and
     /// after which the session's `@@last_gtid` was `last_gtid`.
+    /// `connection_id` is the session's server connection (an applier
+    /// blocked by it can ask it to give way).
     fn decide<'a>(
         &'a self,
         xid: &'a str,
         depends_on: u64,
         last_gtid: Option<String>,
+        connection_id: u32,
     ) -> BoxFuture<'a, Result<Decision, CommitError>>;
+    /// Commit the write-set of `xid` (a [`Decision::Replay`], rolled back
+    /// on the session's connection) from the log, in its turn.
+    fn replay<'a>(&'a self, xid: &'a str) -> BoxFuture<'a, Result<(), CommitError>>;
     /// The `XA COMMIT` of `seqno` (a [`Decision::Commit`]) is done — or,
     /// when `committed` is false, it could not be done on the session's
     /// connection and the service must see to it (the cluster decided).
@@ -1029,7 +1040,31 @@ impl<'s> Transactions<'s> {
             return Ok(Err((e.code, "HY000", e.message)));
         }
         let last_gtid = self.last_gtid(wire).await?;
-        match self.service.decide(&xid, depends_on, last_gtid).await {
+        let connection_id = wire.handshake.connection_id;
+        match self
+            .service
+            .decide(&xid, depends_on, last_gtid, connection_id)
+            .await
+        {
+            Ok(Decision::Replay { seqno }) => {
+                // Give its locks away at once; the cluster decided it
+                // commits, so the replayed write-set is its commit.
+                if self.xa_finish(wire, &xid, "ROLLBACK").await.is_err() {
+                    self.service.rollback_failed(&xid);
+                }
+                match self.service.replay(&xid).await {
+                    Ok(()) => {
+                        tracing::debug!(seqno, %xid, "committed by replay");
+                        Ok(Ok(()))
+                    }
+                    Err(CommitError::Refused {
+                        code,
+                        state,
+                        message,
+                    }) => Ok(Err((code, state, message))),
+                    Err(CommitError::Indeterminate(why)) => Err(SessionError::Indeterminate(why)),
+                }
+            }
             Ok(Decision::ReadOnly) => {
                 self.xa_finish(wire, &xid, "COMMIT").await?;
                 Ok(Ok(()))
