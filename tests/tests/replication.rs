@@ -196,8 +196,6 @@ async fn concurrent_updates_of_one_row_on_two_nodes_one_wins() {
         .await;
     c.wait_table_everywhere("t").await;
     setup.run("INSERT INTO t VALUES (1, 0)").await;
-    let mut a = c.conn(0).await;
-    let mut b = c.conn(1).await;
     // Successful commits through node 1 and node 2.
     let mut wins = [0i64; 2];
     for round in 0..ROUNDS {
@@ -209,8 +207,8 @@ async fn concurrent_updates_of_one_row_on_two_nodes_one_wins() {
         c.wait_same_last_committed(REPLICATION_TIMEOUT).await;
         // The loser of a round may have been aborted for the winner's
         // write-set (brute-force abort closes its connection after 1213).
-        a = c.conn(0).await;
-        b = c.conn(1).await;
+        let mut a = c.conn(0).await;
+        let mut b = c.conn(1).await;
         a.run("BEGIN").await;
         b.run("BEGIN").await;
         let va: Option<i64> = a.query_first("SELECT v FROM t WHERE id = 1").await.unwrap();
