@@ -98,22 +98,29 @@ pub struct LocalCluster {
 /// The client password: made once per cluster directory, kept in
 /// `DIR/client-password` (mode 0600) so a restarted cluster keeps it.
 fn client_password(dir: &Path) -> Result<String> {
-    let path = dir.join("client-password");
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        let existing = existing.trim().to_string();
-        if !existing.is_empty() {
-            return Ok(existing);
+    kept_secret(&dir.join("client-password"), &[], 20)
+}
+
+/// A random alphanumeric secret of `len` characters kept in `path` (mode
+/// 0600): read from there, or from the first of `earlier` that holds one,
+/// or made and written.
+fn kept_secret(path: &Path, earlier: &[PathBuf], len: usize) -> Result<String> {
+    for candidate in std::iter::once(path).chain(earlier.iter().map(PathBuf::as_path)) {
+        if let Ok(s) = std::fs::read_to_string(candidate)
+            && !s.trim().is_empty()
+        {
+            return Ok(s.trim().to_string());
         }
     }
-    let password: String = rand::rng()
+    let secret: String = rand::rng()
         .sample_iter(rand::distr::Alphanumeric)
-        .take(20)
+        .take(len)
         .map(char::from)
         .collect();
-    std::fs::write(&path, &password).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(path, &secret).with_context(|| format!("writing {}", path.display()))?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(password)
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(secret)
 }
 
 impl LocalCluster {
@@ -285,26 +292,14 @@ enum Role {
 }
 
 /// The secret every member of this cluster shares: made once, kept in
-/// `DIR/cluster-secret` (mode 0600).
+/// `DIR/cluster-secret` (clusters made by earlier versions kept it in
+/// node1's directory).
 fn cluster_secret(dir: &Path) -> Result<String> {
-    let path = dir.join("cluster-secret");
-    // Clusters made by earlier versions kept it in node1's directory.
-    for candidate in [path.clone(), dir.join("node1").join("cluster-secret")] {
-        if let Ok(s) = std::fs::read_to_string(&candidate)
-            && !s.trim().is_empty()
-        {
-            return Ok(s.trim().to_string());
-        }
-    }
-    let secret: String = rand::rng()
-        .sample_iter(rand::distr::Alphanumeric)
-        .take(32)
-        .map(char::from)
-        .collect();
-    std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(secret)
+    kept_secret(
+        &dir.join("cluster-secret"),
+        &[dir.join("node1").join("cluster-secret")],
+        32,
+    )
 }
 
 /// Where a node's replicator listens.

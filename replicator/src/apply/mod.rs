@@ -347,13 +347,7 @@ impl Applier {
         F: Future<Output = ()>,
     {
         let mut conn = self.pool.get_conn().await?;
-        let id = conn.id();
-        let give_way = Arc::new(tokio::sync::Notify::new());
-        self.aborter
-            .holding
-            .lock()
-            .expect("holding lock")
-            .insert(id, (seqno, give_way.clone()));
+        let holder = self.hold(conn.id(), seqno);
         let result = async {
             conn.query_drop("START TRANSACTION").await?;
             for statement in statements {
@@ -363,18 +357,14 @@ impl Applier {
             // needs one of them makes it give way.
             tokio::select! {
                 _ = turn() => {}
-                _ = give_way.notified() => return Ok(Applied::GaveWay),
+                _ = holder.asked_to_give_way() => return Ok(Applied::GaveWay),
             }
             conn.query_drop(position_update(seqno)).await?;
             conn.query_drop("COMMIT").await?;
             Ok(Applied::Committed)
         }
         .await;
-        self.aborter
-            .holding
-            .lock()
-            .expect("holding lock")
-            .remove(&id);
+        drop(holder);
         if !matches!(result, Ok(Applied::Committed)) {
             // The connection may be unusable; dropping it rolls back.
             let _ = conn.query_drop("ROLLBACK").await;
