@@ -296,7 +296,9 @@ async fn concurrent_inserts_of_equal_unique_keys_under_ci_collation_never_both_c
         }
     }
     eprintln!("wins by node: {wins:?}");
-    // Every node converges: one row per round, the same everywhere.
+    // Every node converges: one row per round, the same everywhere (once
+    // the last round's winner has been applied on every node).
+    c.wait_same_last_committed(REPLICATION_TIMEOUT).await;
     let ids: Vec<i64> = {
         let mut rows: Vec<(i64, String)> =
             a.query("SELECT id, name FROM u ORDER BY id").await.unwrap();
