@@ -3,8 +3,8 @@
 //!
 //! # Layout
 //!
-//! - [`ports`] — hands out loopback TCP ports that are free and not handed
-//!   out twice within the test run.
+//! - [`ports`] — hands out loopback TCP ports that are free and reserved
+//!   across the test processes of one run.
 //! - [`TestServer`] — a MariaDB server in its own temporary directory,
 //!   removed when the test ends.
 //! - `tests/*.rs` — the end-to-end tests themselves.
@@ -25,31 +25,72 @@ use replicator::mariadb_server::{MariadbServer, ServerConfig, ServerError};
 pub mod ports {
     //! Free TCP ports on loopback for test servers.
     //!
-    //! A port is probed by binding it, then handed out once per process.
-    //! Separate test processes (nextest runs one per test) draw from
-    //! different ranges keyed by process id, so two tests do not race for
-    //! the same port.
+    //! Ports come from below the kernel's ephemeral range (32768 and up on
+    //! Linux), so an outgoing connection of one test can never take the
+    //! listening port another test is about to bind. Each port handed out
+    //! is reserved across processes (nextest runs one process per test) by
+    //! a file named after it holding the owner's pid; a reservation whose
+    //! owner is gone is taken over. A port is probed by binding the
+    //! wildcard address, which fails if any loopback address has it.
 
+    use std::fs::{self, OpenOptions};
+    use std::io::Write;
     use std::net::TcpListener;
+    use std::path::PathBuf;
     use std::sync::atomic::{AtomicU16, Ordering};
 
-    const BASE: u16 = 20_000;
-    const SPAN: u16 = 40_000;
-    const PER_PROCESS: u16 = 64;
+    const BASE: u16 = 12_000;
+    const SPAN: u16 = 20_000;
 
     static NEXT: AtomicU16 = AtomicU16::new(0);
 
-    /// A port on `127.0.0.1` that was free when probed.
+    fn reservations() -> PathBuf {
+        let dir = std::env::temp_dir().join("e2e-port-reservations");
+        fs::create_dir_all(&dir).expect("port reservation directory");
+        dir
+    }
+
+    fn owner_alive(path: &std::path::Path) -> bool {
+        match fs::read_to_string(path) {
+            Ok(pid) => {
+                let pid = pid.trim();
+                !pid.is_empty() && std::path::Path::new("/proc").join(pid).exists()
+            }
+            // Being written by its owner right now.
+            Err(_) => true,
+        }
+    }
+
+    fn reserve(port: u16) -> bool {
+        let path = reservations().join(port.to_string());
+        for _ in 0..2 {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut file) => {
+                    let _ = write!(file, "{}", std::process::id());
+                    return true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if owner_alive(&path) {
+                        return false;
+                    }
+                    let _ = fs::remove_file(&path);
+                }
+                Err(e) => panic!("port reservation {}: {e}", path.display()),
+            }
+        }
+        false
+    }
+
+    /// A port free on every loopback address, reserved for this process.
     pub fn free_port() -> u16 {
-        let slots = SPAN / PER_PROCESS;
-        let slot = (std::process::id() % u32::from(slots)) as u16;
+        let start = (std::process::id() % u32::from(SPAN)) as u16;
         loop {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let port = BASE + slot * PER_PROCESS + (n % PER_PROCESS);
-            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            assert!(n < SPAN, "no free port left in {BASE}..{}", BASE + SPAN);
+            let port = BASE + (start + n) % SPAN;
+            if TcpListener::bind(("0.0.0.0", port)).is_ok() && reserve(port) {
                 return port;
             }
-            assert!(n < 10 * PER_PROCESS, "no free port in this process's range");
         }
     }
 }
