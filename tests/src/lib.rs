@@ -33,7 +33,7 @@ pub mod ports {
     //! owner is gone is taken over. A port is probed by binding the
     //! wildcard address, which fails if any loopback address has it.
 
-    use std::fs::{self, OpenOptions};
+    use std::fs;
     use std::io::Write;
     use std::net::TcpListener;
     use std::path::PathBuf;
@@ -52,38 +52,46 @@ pub mod ports {
 
     fn owner_alive(path: &std::path::Path) -> bool {
         match fs::read_to_string(path) {
-            Ok(pid) => {
-                let pid = pid.trim();
-                !pid.is_empty() && std::path::Path::new("/proc").join(pid).exists()
-            }
-            // Being written by its owner right now.
-            Err(_) => true,
+            Ok(pid) => std::path::Path::new("/proc").join(pid.trim()).exists(),
+            Err(_) => false,
         }
     }
 
+    /// Claims `port` for this process: the reservation file appears
+    /// atomically with the owner's pid already in it (a hard link of a
+    /// private file), so a reader never sees a half-written one.
     fn reserve(port: u16) -> bool {
-        let path = reservations().join(port.to_string());
+        let dir = reservations();
+        let path = dir.join(port.to_string());
+        let draft = dir.join(format!(".{}-{port}", std::process::id()));
+        {
+            let mut file = fs::File::create(&draft).expect("port reservation draft");
+            write!(file, "{}", std::process::id()).expect("port reservation draft");
+        }
+        let mut claimed = false;
         for _ in 0..2 {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut file) => {
-                    let _ = write!(file, "{}", std::process::id());
-                    return true;
+            match fs::hard_link(&draft, &path) {
+                Ok(()) => {
+                    claimed = true;
+                    break;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     if owner_alive(&path) {
-                        return false;
+                        break;
                     }
                     let _ = fs::remove_file(&path);
                 }
                 Err(e) => panic!("port reservation {}: {e}", path.display()),
             }
         }
-        false
+        let _ = fs::remove_file(&draft);
+        claimed
     }
 
     /// A port free on every loopback address, reserved for this process.
     pub fn free_port() -> u16 {
-        let start = (std::process::id() % u32::from(SPAN)) as u16;
+        // Spread processes with neighbouring pids far apart.
+        let start = (std::process::id().wrapping_mul(2_654_435_761) % u32::from(SPAN)) as u16;
         loop {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
             assert!(n < SPAN, "no free port left in {BASE}..{}", BASE + SPAN);
