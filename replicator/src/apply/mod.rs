@@ -42,7 +42,10 @@ pub enum ApplyError {
     NotText { seqno: u64 },
 }
 
-/// A connection registered as holding a certified write-set's locks.
+/// A session connection registered as holding a prepared transaction's
+/// locks, from before its `XA END` until it ends: the brute-force aborter
+/// never kills it (killing a prepared transaction's connection would not
+/// release its locks), it asks it to give way instead.
 pub struct Holder {
     id: u32,
     give_way: Arc<tokio::sync::Notify>,
@@ -53,8 +56,8 @@ impl Holder {
     /// Its write-set was ordered as `seqno` (until then it counts as later
     /// than every write-set being applied).
     pub fn ordered_as(&self, seqno: u64) {
-        if let Ok(mut holding) = self.aborter.holding.lock()
-            && let Some(entry) = holding.get_mut(&self.id)
+        if let Ok(mut registry) = self.aborter.registry.lock()
+            && let Some(entry) = registry.holding.get_mut(&self.id)
         {
             entry.0 = seqno;
         }
@@ -68,8 +71,8 @@ impl Holder {
 
 impl Drop for Holder {
     fn drop(&mut self) {
-        if let Ok(mut holding) = self.aborter.holding.lock() {
-            holding.remove(&self.id);
+        if let Ok(mut registry) = self.aborter.registry.lock() {
+            registry.holding.remove(&self.id);
         }
     }
 }
@@ -111,12 +114,33 @@ struct BfAborter {
     pool: mysql_async::Pool,
     /// Server connection ids of applier connections (never aborted).
     appliers: Mutex<HashSet<u32>>,
-    /// Applier connections holding a write-set's changes, by connection
-    /// id: its seqno, and how to make it give way to an earlier one.
-    holding: Mutex<HashMap<u32, (u64, Arc<tokio::sync::Notify>)>>,
-    /// Connections aborted, until their session asks.
-    aborted: Mutex<HashSet<u32>>,
+    /// Who holds locks, and who was aborted: under one lock, so that a
+    /// connection is either killed or registered as a holder, never both.
+    registry: Mutex<Registry>,
     count: AtomicU64,
+}
+
+#[derive(Default)]
+struct Registry {
+    /// Connections holding a write-set's changes (applier connections,
+    /// and sessions from `XA END` on), by connection id: its seqno
+    /// (`u64::MAX` until ordered), and how to make it give way to an
+    /// earlier one.
+    holding: HashMap<u32, (u64, Arc<tokio::sync::Notify>)>,
+    /// Connections aborted (or being killed), until their session asks.
+    aborted: HashSet<u32>,
+}
+
+/// What the aborter does about one connection blocking an applier.
+enum Blocker {
+    /// Nothing: an earlier write-set, an applier, or a prepared
+    /// transaction no connection holds (the pipeline resolves it in its
+    /// turn).
+    Wait,
+    /// A later write-set's holder: told to give way.
+    GiveWay(u64, Arc<tokio::sync::Notify>),
+    /// A local transaction that is not prepared: killed.
+    Kill,
 }
 
 impl BfAborter {
@@ -146,26 +170,19 @@ impl BfAborter {
             let Ok(id) = u32::try_from(blocker) else {
                 continue;
             };
-            // 0: a prepared transaction no connection holds (the
-            // pipeline resolves it in its turn).
-            let holder = self.holding.lock().expect("holding lock").get(&id).cloned();
-            if let Some((other, give_way)) = holder {
-                // A certified write-set: an earlier one commits first by
-                // itself; a later one gives way.
-                if other > seqno {
+            match self.classify(id, seqno) {
+                Blocker::Wait => continue,
+                Blocker::GiveWay(later, give_way) => {
                     tracing::debug!(
                         seqno,
-                        later = other,
+                        later,
                         "a later write-set gives way to an earlier one"
                     );
                     give_way.notify_one();
+                    continue;
                 }
-                continue;
+                Blocker::Kill => {}
             }
-            if id == 0 || self.appliers.lock().expect("appliers lock").contains(&id) {
-                continue;
-            }
-            self.aborted.lock().expect("aborted lock").insert(id);
             match conn.query_drop(format!("KILL CONNECTION {id}")).await {
                 Ok(()) => {
                     self.count.fetch_add(1, Ordering::Relaxed);
@@ -181,6 +198,56 @@ impl BfAborter {
             }
         }
         Ok(())
+    }
+}
+
+impl BfAborter {
+    /// Decide about blocker `id` of the applier of `seqno`; a connection
+    /// to kill is marked aborted first, under the same lock a session
+    /// registers under, so it can no longer become a holder.
+    fn classify(&self, id: u32, seqno: u64) -> Blocker {
+        // 0: a prepared transaction no connection holds.
+        if id == 0 || self.appliers.lock().expect("appliers lock").contains(&id) {
+            return Blocker::Wait;
+        }
+        let mut registry = self.registry.lock().expect("registry lock");
+        match registry.holding.get(&id) {
+            // An earlier write-set commits first by itself.
+            Some((other, _)) if *other < seqno => Blocker::Wait,
+            Some((other, give_way)) => Blocker::GiveWay(*other, give_way.clone()),
+            None => {
+                registry.aborted.insert(id);
+                Blocker::Kill
+            }
+        }
+    }
+
+    /// Register `id` as holding write-set `seqno`'s locks, unless it was
+    /// chosen to be killed.
+    fn hold(self: &Arc<Self>, id: u32, seqno: u64) -> Option<Holder> {
+        let mut registry = self.registry.lock().expect("registry lock");
+        if registry.aborted.contains(&id) {
+            return None;
+        }
+        Some(self.register(&mut registry, id, seqno))
+    }
+
+    /// Register applier connection `id` (never aborted) as holding
+    /// write-set `seqno`'s locks.
+    fn hold_as_applier(self: &Arc<Self>, id: u32, seqno: u64) -> Holder {
+        self.appliers.lock().expect("appliers lock").insert(id);
+        let mut registry = self.registry.lock().expect("registry lock");
+        self.register(&mut registry, id, seqno)
+    }
+
+    fn register(self: &Arc<Self>, registry: &mut Registry, id: u32, seqno: u64) -> Holder {
+        let give_way = Arc::new(tokio::sync::Notify::new());
+        registry.holding.insert(id, (seqno, give_way.clone()));
+        Holder {
+            id,
+            give_way,
+            aborter: self.clone(),
+        }
     }
 }
 
@@ -215,39 +282,37 @@ impl Applier {
             aborter: Arc::new(BfAborter {
                 pool: mysql_async::Pool::new(watchdog),
                 appliers: Mutex::new(HashSet::new()),
-                holding: Mutex::new(HashMap::new()),
-                aborted: Mutex::new(HashSet::new()),
+                registry: Mutex::new(Registry::default()),
                 count: AtomicU64::new(0),
             }),
         }
     }
 
-    /// Server connection `id` holds the locks of write-set `seqno` until
-    /// its turn (a local transaction that passed certification): an
-    /// applier of an earlier write-set blocked by it asks it to give way
-    /// through the returned handle, for as long as the handle lives.
-    pub fn hold(&self, id: u32, seqno: u64) -> Holder {
-        let give_way = Arc::new(tokio::sync::Notify::new());
-        self.aborter
-            .holding
-            .lock()
-            .expect("holding lock")
-            .insert(id, (seqno, give_way.clone()));
-        Holder {
-            id,
-            give_way,
-            aborter: self.aborter.clone(),
-        }
+    /// Session connection `id` is about to prepare its transaction (or
+    /// applier connection `id` holds write-set `seqno`): until the
+    /// returned handle is dropped it is never killed, and an applier of an
+    /// earlier write-set blocked by it asks it to give way through the
+    /// handle. `None` when the connection was already chosen to be
+    /// killed: its transaction is lost (1213) and must not prepare.
+    pub fn hold(&self, id: u32, seqno: u64) -> Option<Holder> {
+        self.aborter.hold(id, seqno)
     }
 
     /// Whether this node aborted server connection `id` for an applier
     /// (asked once, by its session).
     pub fn was_aborted(&self, id: u32) -> bool {
         self.aborter
-            .aborted
+            .registry
             .lock()
-            .expect("aborted lock")
+            .expect("registry lock")
+            .aborted
             .remove(&id)
+    }
+
+    /// Count a local transaction that gave way before it was ordered
+    /// (rolled back by its own session).
+    pub fn count_abort(&self) {
+        self.aborter.count.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Local transactions aborted for appliers so far.
@@ -347,7 +412,7 @@ impl Applier {
         F: Future<Output = ()>,
     {
         let mut conn = self.pool.get_conn().await?;
-        let holder = self.hold(conn.id(), seqno);
+        let holder = self.aborter.hold_as_applier(conn.id(), seqno);
         let result = async {
             conn.query_drop("START TRANSACTION").await?;
             for statement in statements {

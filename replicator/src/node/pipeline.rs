@@ -19,11 +19,14 @@ use group::{Committed, GroupError, GroupMember};
 use mysql_async::prelude::*;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::apply::Holder;
 use crate::apply::{Applier, ToiOutcome};
 use crate::capture::{Capture, CaptureError, Gtid};
 use crate::certify::{Certifier, Failure, Mode, Verdict};
 use crate::keys::certification_keys;
-use crate::proxy::transaction::{BoxFuture, CommitError, CommitService, Decision};
+use crate::proxy::transaction::{
+    BoxFuture, CommitError, CommitService, Decision, ER_DEADLOCK, LockClaim,
+};
 use crate::writeset::{Body, LogEntry, TOIStatement, WriteSet};
 
 use super::order::CommitOrder;
@@ -738,7 +741,7 @@ impl Pipeline {
         xid: &str,
         depends_on: u64,
         last_gtid: Option<String>,
-        connection_id: u32,
+        claim: &dyn LockClaim,
     ) -> Result<Decision, CommitError> {
         let gtid = match last_gtid.as_deref().map(str::parse::<Gtid>) {
             None => None,
@@ -752,7 +755,24 @@ impl Pipeline {
             }
         };
         let started = std::time::Instant::now();
-        let captured = match self.capture.take(xid.as_bytes(), gtid).await {
+        // Prepared, it holds its locks until it ends: an applier of an
+        // earlier write-set blocked by them makes it give way through its
+        // claim (it is never killed: that would not release a prepared
+        // transaction's locks). Not yet ordered, it just rolls back.
+        let captured = tokio::select! {
+            captured = self.capture.take(xid.as_bytes(), gtid) => captured,
+            _ = claim.asked_to_give_way() => {
+                self.applier.count_abort();
+                return Err(refused(
+                    ER_DEADLOCK,
+                    "40001",
+                    "Deadlock found when trying to get lock; try restarting transaction \
+                     (a conflicting write-set from another node was applied first)"
+                        .into(),
+                ));
+            }
+        };
+        let captured = match captured {
             Ok(None) => return Ok(Decision::ReadOnly),
             Ok(Some(c)) => c,
             Err(e) => return Err(capture_refusal(e)),
@@ -777,20 +797,18 @@ impl Pipeline {
         };
         let captured_at = started.elapsed();
         let body = ws.body.clone();
-        // Prepared, it holds its locks until it ends: an applier of an
-        // earlier write-set blocked by them makes it give way (it is never
-        // killed: that would not release a prepared transaction's locks).
-        let holder = self.applier.hold(connection_id, u64::MAX);
+        // Asked to give way from here on, it is rolled back and its
+        // write-set committed from the log in its turn (replay).
         let delivered = self.order(ws).await?;
         if let Delivered::Certified {
             seqno,
             verdict: Verdict::Pass { .. },
         } = delivered
         {
-            holder.ordered_as(seqno);
+            claim.ordered_as(seqno);
             tokio::select! {
                 _ = self.wait_turn(seqno) => {}
-                _ = holder.asked_to_give_way() => {
+                _ = claim.asked_to_give_way() => {
                     self.replays
                         .lock()
                         .expect("replays lock")
@@ -1055,6 +1073,16 @@ fn capture_refusal(e: CaptureError) -> CommitError {
 #[derive(Clone)]
 pub struct Committer(pub Arc<Pipeline>);
 
+impl LockClaim for Holder {
+    fn ordered_as(&self, seqno: u64) {
+        Holder::ordered_as(self, seqno);
+    }
+
+    fn asked_to_give_way(&self) -> BoxFuture<'_, ()> {
+        Box::pin(Holder::asked_to_give_way(self))
+    }
+}
+
 impl CommitService for Committer {
     fn new_xid(&self) -> String {
         let n = self.0.xid_counter.fetch_add(1, Ordering::Relaxed);
@@ -1070,12 +1098,14 @@ impl CommitService for Committer {
         xid: &'a str,
         depends_on: u64,
         last_gtid: Option<String>,
-        connection_id: u32,
+        claim: &'a dyn LockClaim,
     ) -> BoxFuture<'a, Result<Decision, CommitError>> {
-        Box::pin(
-            self.0
-                .decide_inner(xid, depends_on, last_gtid, connection_id),
-        )
+        Box::pin(self.0.decide_inner(xid, depends_on, last_gtid, claim))
+    }
+
+    fn claim_locks(&self, connection_id: u32) -> Option<Box<dyn LockClaim>> {
+        let holder = self.0.applier.hold(connection_id, u64::MAX)?;
+        Some(Box::new(holder))
     }
 
     fn replay<'a>(&'a self, xid: &'a str) -> BoxFuture<'a, Result<(), CommitError>> {

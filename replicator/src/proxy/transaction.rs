@@ -81,6 +81,19 @@ pub enum CommitError {
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// A session's claim on the locks of the transaction it is about to
+/// prepare, from before its `XA END` until it ends. While it lives the
+/// session's server connection is never killed for an applier (that would
+/// leave a prepared transaction holding its locks with no one to end it);
+/// an applier of an earlier write-set that needs its locks asks it to give
+/// way instead.
+pub trait LockClaim: Send + Sync {
+    /// The transaction was ordered as `seqno`.
+    fn ordered_as(&self, seqno: u64);
+    /// Resolves when an earlier write-set needs this transaction's locks.
+    fn asked_to_give_way(&self) -> BoxFuture<'_, ()>;
+}
+
 /// What the proxy needs from the cluster.
 pub trait CommitService: Send + Sync {
     /// A new transaction id, unique on this node forever.
@@ -88,16 +101,20 @@ pub trait CommitService: Send + Sync {
     /// Every seqno up to this one is committed here: a transaction that
     /// starts now sees at least that much.
     fn last_committed(&self) -> u64;
+    /// Claim the locks of the transaction server connection
+    /// `connection_id` is about to prepare; `None` when the connection was
+    /// already chosen to be killed for an applier (its transaction is
+    /// lost: it must not prepare).
+    fn claim_locks(&self, connection_id: u32) -> Option<Box<dyn LockClaim>>;
     /// Decide the transaction `xid`, whose `XA PREPARE` just returned and
-    /// after which the session's `@@last_gtid` was `last_gtid`.
-    /// `connection_id` is the session's server connection (an applier
-    /// blocked by it can ask it to give way).
+    /// after which the session's `@@last_gtid` was `last_gtid`; `claim`
+    /// is how an applier blocked by it asks it to give way.
     fn decide<'a>(
         &'a self,
         xid: &'a str,
         depends_on: u64,
         last_gtid: Option<String>,
-        connection_id: u32,
+        claim: &'a dyn LockClaim,
     ) -> BoxFuture<'a, Result<Decision, CommitError>>;
     /// Commit the write-set of `xid` (a [`Decision::Replay`], rolled back
     /// on the session's connection) from the log, in its turn.
@@ -186,7 +203,7 @@ pub struct Transactions<'s> {
 }
 
 const ER_NOT_SUPPORTED: u16 = 1235;
-const ER_DEADLOCK: u16 = 1213;
+pub const ER_DEADLOCK: u16 = 1213;
 /// What Galera answers on a node outside the primary component.
 const ER_UNKNOWN_COM_ERROR: u16 = 1047;
 /// What Galera answers when `wsrep_sync_wait` times out.
@@ -1028,6 +1045,14 @@ impl<'s> Transactions<'s> {
         let Some(Open::Xa { xid, depends_on }) = self.open.take() else {
             return Ok(Ok(()));
         };
+        // Held until the transaction has ended, whichever way.
+        let Some(claim) = self.service.claim_locks(wire.handshake.connection_id) else {
+            // Its server connection is being killed for an applier (which
+            // rolls the transaction back); the session answers 1213.
+            return Err(SessionError::Server(
+                "rolled back for a replicated write-set".into(),
+            ));
+        };
         let end = wire.query(&format!("XA END '{xid}'")).await?;
         if let Some(e) = end.error {
             let _ = wire.query(&format!("XA ROLLBACK '{xid}'")).await?;
@@ -1040,10 +1065,9 @@ impl<'s> Transactions<'s> {
             return Ok(Err((e.code, "HY000", e.message)));
         }
         let last_gtid = self.last_gtid(wire).await?;
-        let connection_id = wire.handshake.connection_id;
         match self
             .service
-            .decide(&xid, depends_on, last_gtid, connection_id)
+            .decide(&xid, depends_on, last_gtid, claim.as_ref())
             .await
         {
             Ok(Decision::Replay { seqno }) => {
