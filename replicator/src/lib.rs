@@ -35,6 +35,7 @@ pub mod apply;
 pub mod capture;
 pub mod certify;
 pub mod config;
+pub mod failpoint;
 pub mod http;
 pub mod keys;
 pub mod local_cluster;

@@ -197,6 +197,12 @@ impl ReplicationCluster {
         self.nodes[i].sidecar.kill().await;
     }
 
+    /// Node `i`'s replicator gets `env` (e.g. failpoints) from its next
+    /// restart on; an empty `env` removes it.
+    pub fn set_env(&mut self, i: usize, env: &[(&str, &str)]) {
+        self.nodes[i].sidecar.set_env(env);
+    }
+
     /// Start node `i`'s replicator again with its arguments and data;
     /// returns once it has caught up with the cluster and serves clients.
     pub async fn restart(&mut self, i: usize) {

@@ -25,6 +25,8 @@ pub struct Sidecar {
     pub group_port: u16,
     pub dir: PathBuf,
     args: Vec<String>,
+    /// Extra environment for the process (e.g. failpoints).
+    env: Vec<(String, String)>,
 }
 
 /// Create the test client account and database `d` on `server`.
@@ -84,7 +86,7 @@ impl Sidecar {
             format!("{host}:{group_port}"),
         ];
         all.extend(args.iter().map(|s| s.to_string()));
-        let child = spawn(&all, dir);
+        let child = spawn(&all, dir, &[]);
         let mut sidecar = Self {
             child,
             host: host.to_string(),
@@ -92,6 +94,7 @@ impl Sidecar {
             group_port,
             dir: dir.to_path_buf(),
             args: all,
+            env: Vec::new(),
         };
         sidecar.wait_ready().await;
         sidecar
@@ -104,8 +107,16 @@ impl Sidecar {
 
     /// Start it again with the same arguments (after a kill or stop).
     pub async fn restart(&mut self) {
-        self.child = spawn(&self.args, &self.dir);
+        self.child = spawn(&self.args, &self.dir, &self.env);
         self.wait_ready().await;
+    }
+
+    /// Extra environment from the next (re)start on, replacing any earlier.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     }
 
     async fn wait_ready(&mut self) {
@@ -175,7 +186,7 @@ impl Sidecar {
     }
 }
 
-fn spawn(args: &[String], dir: &Path) -> Child {
+fn spawn(args: &[String], dir: &Path, env: &[(String, String)]) -> Child {
     std::fs::create_dir_all(dir).expect("sidecar dir");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -188,6 +199,7 @@ fn spawn(args: &[String], dir: &Path) -> Child {
         // The reason it stopped, not a backtrace of where the error was
         // made, ends its log (panics still get their backtrace).
         .env("RUST_LIB_BACKTRACE", "0")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log file"))
         .stderr(log)

@@ -361,12 +361,14 @@ impl Applier {
 
     /// Apply a row write-set as seqno `seqno`: run its row events, wait for
     /// `turn` (every earlier seqno committed), then commit it together
-    /// with the applied position. Retries a deadlock or lock wait timeout
-    /// against a local transaction.
+    /// with the applied position — and, for a replay of this node's own
+    /// transaction `replayed`, with the removal of its replay record.
+    /// Retries a deadlock or lock wait timeout against a local transaction.
     pub async fn apply_rows<F, T>(
         &self,
         seqno: u64,
         body: &Body,
+        replayed: Option<&str>,
         mut turn: T,
     ) -> Result<(), ApplyError>
     where
@@ -384,7 +386,10 @@ impl Applier {
                 // Gave way to an earlier write-set: apply once it is done.
                 turn().await;
             }
-            match self.apply_rows_once(seqno, &statements, &mut turn).await {
+            match self
+                .apply_rows_once(seqno, &statements, replayed, &mut turn)
+                .await
+            {
                 Ok(Applied::Committed) => return Ok(()),
                 Ok(Applied::GaveWay) => {
                     after_turn = true;
@@ -405,6 +410,7 @@ impl Applier {
         &self,
         seqno: u64,
         statements: &[String; 2],
+        replayed: Option<&str>,
         turn: &mut T,
     ) -> Result<Applied, mysql_async::Error>
     where
@@ -425,6 +431,9 @@ impl Applier {
                 _ = holder.asked_to_give_way() => return Ok(Applied::GaveWay),
             }
             conn.query_drop(position_update(seqno)).await?;
+            if let Some(xid) = replayed {
+                conn.exec_drop(REPLAY_DONE, (xid,)).await?;
+            }
             conn.query_drop("COMMIT").await?;
             Ok(Applied::Committed)
         }
@@ -489,6 +498,44 @@ impl Applier {
         let _ = self.pool.disconnect().await;
         let _ = self.aborter.pool.clone().disconnect().await;
     }
+}
+
+/// A replay's record goes in the replay's own commit: while the record
+/// exists, the transaction's data is not in this database.
+const REPLAY_DONE: &str = "DELETE FROM replicator.replaying WHERE xid = ?";
+
+/// Record, durably and before the local transaction `xid` (ordered as
+/// `seqno`) is rolled back to give way, that its write-set must be
+/// committed from the log: after a crash, recovery finds the record and
+/// replays it rather than taking the missing transaction for committed.
+pub async fn record_replay(
+    pool: &mysql_async::Pool,
+    xid: &str,
+    seqno: u64,
+) -> Result<(), mysql_async::Error> {
+    let mut conn = pool.get_conn().await?;
+    conn.exec_drop(
+        "INSERT INTO replicator.replaying (xid, seqno) VALUES (?, ?) \
+         ON DUPLICATE KEY UPDATE seqno = VALUES(seqno)",
+        (xid, seqno),
+    )
+    .await
+}
+
+/// Whether `xid` has a replay record: its local transaction was (or is
+/// about to be) rolled back and its write-set not yet committed here.
+pub async fn replay_pending(
+    pool: &mysql_async::Pool,
+    xid: &str,
+) -> Result<bool, mysql_async::Error> {
+    let mut conn = pool.get_conn().await?;
+    let found: Option<u64> = conn
+        .exec_first(
+            "SELECT seqno FROM replicator.replaying WHERE xid = ?",
+            (xid,),
+        )
+        .await?;
+    Ok(found.is_some())
 }
 
 fn position_update(seqno: u64) -> String {

@@ -117,7 +117,9 @@ pub async fn ensure_own_schema(pool: &mysql_async::Pool) -> Result<(), mysql_asy
          INSERT IGNORE INTO replicator.snapshot_anchor VALUES (1); \
          CREATE TABLE IF NOT EXISTS replicator.applied_position \
            (id INT PRIMARY KEY, seqno BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB; \
-         INSERT IGNORE INTO replicator.applied_position VALUES (1, 0)",
+         INSERT IGNORE INTO replicator.applied_position VALUES (1, 0); \
+         CREATE TABLE IF NOT EXISTS replicator.replaying \
+           (xid VARBINARY(200) PRIMARY KEY, seqno BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB",
     )
     .await
 }

@@ -340,7 +340,7 @@ impl Pipeline {
         // pipeline resolves the prepared transaction itself, in turn.
         let xid = String::from_utf8_lossy(&ws.xid).into_owned();
         let pipeline = self.clone();
-        tokio::spawn(async move { pipeline.resolve_orphan(seqno, xid, verdict).await });
+        tokio::spawn(async move { pipeline.resolve_orphan(seqno, xid, verdict, ws.body).await });
         Ok(())
     }
 
@@ -401,8 +401,9 @@ impl Pipeline {
         self.wait_committed(apply_after).await;
         let result = match &write_set.body {
             Body::Rows { .. } => {
+                crate::failpoint::hit("before-remote-apply").await;
                 self.applier
-                    .apply_rows(seqno, &write_set.body, || self.wait_turn(seqno))
+                    .apply_rows(seqno, &write_set.body, None, || self.wait_turn(seqno))
                     .await
             }
             Body::Toi(toi) => {
@@ -473,13 +474,53 @@ impl Pipeline {
         tokio::spawn(async move { pipeline.rollback_decided(&xid).await });
     }
 
-    async fn resolve_orphan(self: Arc<Self>, seqno: u64, xid: String, verdict: Verdict) {
+    async fn resolve_orphan(
+        self: Arc<Self>,
+        seqno: u64,
+        xid: String,
+        verdict: Verdict,
+        body: Body,
+    ) {
         match verdict {
             Verdict::Pass { .. } => {
                 self.wait_turn(seqno).await;
-                self.commit_decided(seqno, &xid).await;
+                match crate::apply::replay_pending(&self.admin, &xid).await {
+                    Ok(false) => self.commit_decided(seqno, &xid).await,
+                    Ok(true) => self.replay_orphan(seqno, &xid, &body).await,
+                    Err(e) => self.stop(format!(
+                        "cannot tell whether transaction {xid} (seqno {seqno}) was rolled back \
+                         for a replay ({e}); stopping rather than guess"
+                    )),
+                }
             }
             Verdict::Fail(_) => self.rollback_decided(&xid).await,
+        }
+    }
+
+    /// Finish the replay of `xid` that a crash interrupted: its local
+    /// transaction gave way (and is rolled back now if it is still
+    /// prepared); its write-set commits from the log.
+    async fn replay_orphan(&self, seqno: u64, xid: &str, body: &Body) {
+        if let Err(e) = self.resolver.end(xid, "ROLLBACK").await {
+            self.stop(format!(
+                "transaction {xid} (seqno {seqno}) gave way for a replay and cannot be rolled \
+                 back ({e}); stopping so that recovery replays it"
+            ));
+            return;
+        }
+        match self
+            .applier
+            .apply_rows(seqno, body, Some(xid), || std::future::ready(()))
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(seqno, %xid, "finished a replay a restart interrupted");
+                self.replays_done.fetch_add(1, Ordering::Relaxed);
+                self.finish(seqno);
+            }
+            Err(e) => self.stop(format!(
+                "replaying seqno {seqno} ({xid}) failed: {e}; stopping rather than diverge"
+            )),
         }
     }
 
@@ -809,11 +850,23 @@ impl Pipeline {
             tokio::select! {
                 _ = self.wait_turn(seqno) => {}
                 _ = claim.asked_to_give_way() => {
-                    self.replays
-                        .lock()
-                        .expect("replays lock")
-                        .insert(xid.as_bytes().to_vec(), (seqno, body));
-                    return Ok(Decision::Replay { seqno });
+                    // Recorded before the rollback, so that a crash before
+                    // the replay commits cannot pass for a commit.
+                    match crate::apply::record_replay(&self.admin, xid, seqno).await {
+                        Ok(()) => {
+                            self.replays
+                                .lock()
+                                .expect("replays lock")
+                                .insert(xid.as_bytes().to_vec(), (seqno, body));
+                            return Ok(Decision::Replay { seqno });
+                        }
+                        Err(e) => {
+                            // Keep the locks: the applier waiting for them
+                            // times out and retries; the commit goes on.
+                            tracing::warn!(seqno, %xid, error = %e, "cannot record a replay; not giving way");
+                            self.wait_turn(seqno).await;
+                        }
+                    }
                 }
             }
         }
@@ -835,9 +888,10 @@ impl Pipeline {
                 format!("no write-set to replay for {xid}"),
             ));
         };
+        crate::failpoint::hit("replay-after-rollback").await;
         let result = self
             .applier
-            .apply_rows(seqno, &body, || self.wait_turn(seqno))
+            .apply_rows(seqno, &body, Some(xid), || self.wait_turn(seqno))
             .await;
         match result {
             Ok(()) => {
