@@ -946,3 +946,79 @@ async fn chained_transactions_and_completion_type() {
     assert_eq!(count(&n.server, "SELECT COUNT(*) FROM d.t2").await, 1);
     assert!(xa_recover(&n.server).await.is_empty());
 }
+
+/// A server without the settings replication depends on: the replicator
+/// refuses to start, names every setting to change, and changes nothing;
+/// with them fixed it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_checks_refuse_a_misconfigured_server() {
+    let server = TestServer::start().await.unwrap();
+    prepare_server(&server).await;
+    let mut root = server.root_conn().await.unwrap();
+    root.query_drop(
+        "SET GLOBAL binlog_format = 'STATEMENT'; SET GLOBAL binlog_row_image = 'MINIMAL'; \
+         SET GLOBAL innodb_snapshot_isolation = OFF; \
+         SET GLOBAL innodb_flush_log_at_trx_commit = 2; SET GLOBAL sync_binlog = 0",
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("replicator");
+    let run = tokio::process::Command::new(e2e::binary("replicator"))
+        .args(["run", "--bootstrap", "--listen"])
+        .arg(format!("127.0.0.1:{}", e2e::ports::free_port()))
+        .arg("--group-listen")
+        .arg(format!("127.0.0.1:{}", e2e::ports::free_port()))
+        .arg("--mariadb-socket")
+        .arg(server.config().socket())
+        .args(["--user", "root", "--secret", "test-secret", "--data-dir"])
+        .arg(&data)
+        .env("RUST_LIB_BACKTRACE", "0")
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the replicator decides within a minute")
+        .expect("run the replicator");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it must refuse:\n{text}");
+    for setting in [
+        "binlog_format=ROW",
+        "binlog_row_image=FULL",
+        "innodb_snapshot_isolation=ON",
+        "innodb_flush_log_at_trx_commit=1",
+        "sync_binlog=1",
+    ] {
+        assert!(
+            text.contains(setting),
+            "the refusal names `{setting}`:\n{text}"
+        );
+    }
+    // It changed nothing: no schema of its own, the settings as they were.
+    let own: Option<String> = root
+        .query_first(
+            "SELECT schema_name FROM information_schema.schemata \
+             WHERE schema_name = 'replicator'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(own, None);
+    let format: Option<String> = root
+        .query_first("SELECT @@global.binlog_format")
+        .await
+        .unwrap();
+    assert_eq!(format.as_deref(), Some("STATEMENT"));
+
+    root.query_drop(
+        "SET GLOBAL binlog_format = 'ROW'; SET GLOBAL binlog_row_image = 'FULL'; \
+         SET GLOBAL innodb_snapshot_isolation = ON; \
+         SET GLOBAL innodb_flush_log_at_trx_commit = 1; SET GLOBAL sync_binlog = 1",
+    )
+    .await
+    .unwrap();
+    let sidecar = Sidecar::bootstrap(&server, &data, &[]).await;
+    let mut c = sidecar.conn().await;
+    c.query_drop("CREATE TABLE started (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+}

@@ -75,6 +75,32 @@ pub async fn check_server(pool: &mysql_async::Pool) -> Result<ServerFacts, NotRe
              or later"
         )),
     }
+    // A commit acknowledged by the cluster is only as durable as the
+    // prepared transaction recovery finds: both must reach the disk.
+    let durability: Result<Option<(i64, i64)>, _> = conn
+        .query_first("SELECT @@innodb_flush_log_at_trx_commit, @@sync_binlog")
+        .await;
+    match durability {
+        Ok(Some((1, 1))) => {}
+        Ok(Some((flush, sync))) => {
+            if flush != 1 {
+                problems.push(format!(
+                    "innodb_flush_log_at_trx_commit is {flush}: set \
+                     innodb_flush_log_at_trx_commit=1 (otherwise a crash can lose a prepared \
+                     transaction the cluster already committed)"
+                ));
+            }
+            if sync != 1 {
+                problems.push(format!(
+                    "sync_binlog is {sync}: set sync_binlog=1 (otherwise a crash can lose the \
+                     XA PREPARE the cluster already ordered)"
+                ));
+            }
+        }
+        Ok(None) | Err(_) => {
+            problems.push("cannot read innodb_flush_log_at_trx_commit and sync_binlog".into())
+        }
+    }
     let grants: Vec<String> = conn.query("SHOW GRANTS").await.unwrap_or_default();
     let grants = grants.join("\n").to_uppercase();
     let all = grants.contains("GRANT ALL PRIVILEGES ON *.*");
