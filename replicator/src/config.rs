@@ -80,6 +80,11 @@ pub struct RunSettings {
     /// [default: 4].
     #[arg(long)]
     pub apply_threads: Option<usize>,
+    /// Set each node's auto_increment_increment/offset from the cluster
+    /// membership, so inserts on different nodes never draw the same
+    /// value (Galera's wsrep_auto_increment_control) [default: true].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub auto_increment_control: Option<bool>,
     #[command(flatten)]
     pub group: GroupArgs,
 }
@@ -105,6 +110,7 @@ pub struct RunConfig {
     pub certification_window: u64,
     pub allow_tables_without_pk: bool,
     pub apply_threads: usize,
+    pub auto_increment_control: bool,
     pub group: GroupArgs,
 }
 
@@ -212,6 +218,10 @@ impl RunSettings {
                 .or(file.apply_threads)
                 .unwrap_or(4)
                 .max(1),
+            auto_increment_control: self
+                .auto_increment_control
+                .or(file.auto_increment_control)
+                .unwrap_or(true),
             group,
         })
     }

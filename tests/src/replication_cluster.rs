@@ -412,12 +412,14 @@ impl ReplicationCluster {
         rows.into_iter().next().and_then(|r| r.1)
     }
 
-    /// `SHOW CREATE TABLE d.<table>` on node `i`'s MariaDB, as root.
+    /// `SHOW CREATE TABLE d.<table>` on node `i`'s MariaDB, as root,
+    /// without its ` AUTO_INCREMENT=N` counter (each node's counter is its
+    /// own: nodes draw from different residue classes).
     pub async fn create_table(&self, i: usize, table: &str) -> Option<String> {
         let rows: Vec<(String, String)> = self
             .query_server(i, &format!("SHOW CREATE TABLE d.`{table}`"))
             .await?;
-        rows.into_iter().next().map(|r| r.1)
+        rows.into_iter().next().map(|r| without_counter(&r.1))
     }
 
     /// Assert that every table in `tables` has the same definition and the
@@ -442,6 +444,25 @@ impl ReplicationCluster {
                 self.logs()
             );
         }
+    }
+}
+
+/// `definition` without its table option ` AUTO_INCREMENT=N`.
+fn without_counter(definition: &str) -> String {
+    const OPTION: &str = " AUTO_INCREMENT=";
+    match definition.rfind(OPTION) {
+        Some(at) => {
+            let digits = definition[at + OPTION.len()..]
+                .bytes()
+                .take_while(u8::is_ascii_digit)
+                .count();
+            format!(
+                "{}{}",
+                &definition[..at],
+                &definition[at + OPTION.len() + digits..]
+            )
+        }
+        None => definition.to_string(),
     }
 }
 

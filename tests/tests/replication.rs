@@ -726,3 +726,86 @@ async fn a_replica_applies_after_restart() {
     c.wait_rows_everywhere("SELECT COUNT(*) FROM d.t WHERE id = 32", &[1i64])
         .await;
 }
+
+/// Each node draws auto-increment values from its own residue class,
+/// set from the membership: concurrent inserts through every node never
+/// pick the same id, so none of them conflicts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_increment_spacing_follows_membership() {
+    const PER_NODE: usize = 40;
+    let c = ReplicationCluster::start(3).await;
+    let n = c.len();
+    // The spacing follows the membership within a moment of it changing.
+    let mut offsets = BTreeSet::new();
+    for i in 0..n {
+        let offset = c
+            .eventually(
+                &format!("node{} to space auto-increments by {n}", i + 1),
+                REPLICATION_TIMEOUT,
+                async || {
+                    let mut conn = c.conn(i).await;
+                    let row: Option<(u64, u64)> = conn
+                        .query_first("SELECT @@auto_increment_increment, @@auto_increment_offset")
+                        .await
+                        .ok()?;
+                    let (increment, offset) = row?;
+                    (increment == n as u64).then_some(offset)
+                },
+            )
+            .await;
+        assert!(
+            (1..=n as u64).contains(&offset),
+            "node{}: offset {offset}",
+            i + 1
+        );
+        offsets.insert(offset);
+    }
+    assert_eq!(offsets.len(), n, "every node has its own offset");
+
+    c.conn(0)
+        .await
+        .run("CREATE TABLE ai (id INT AUTO_INCREMENT PRIMARY KEY, node INT NOT NULL)")
+        .await;
+    c.wait_table_everywhere("ai").await;
+    let mut writers = Vec::new();
+    for i in 0..n {
+        let mut conn = c.conn(i).await;
+        writers.push(tokio::spawn(async move {
+            for _ in 0..PER_NODE {
+                conn.exec(format!("INSERT INTO ai (node) VALUES ({i})"))
+                    .await
+                    .map_err(|e| format!("node{}: {e}", i + 1))?;
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer task").unwrap_or_else(|e| {
+            panic!(
+                "an insert failed (ids collided across nodes?): {e}\n{}",
+                c.logs()
+            )
+        });
+    }
+    let expected: Vec<(i64,)> = vec![((n * PER_NODE) as i64,)];
+    c.wait_rows_everywhere("SELECT COUNT(*) FROM d.ai", &expected)
+        .await;
+    // Each node's ids are in its own residue class.
+    let rows: Vec<(u64, u64)> = c
+        .query_server(0, "SELECT id, node FROM d.ai")
+        .await
+        .expect("rows");
+    let mut class_of_node = BTreeMap::new();
+    for (id, node) in rows {
+        let class = id % n as u64;
+        assert_eq!(
+            *class_of_node.entry(node).or_insert(class),
+            class,
+            "node{} inserted ids of two residue classes",
+            node + 1
+        );
+    }
+    assert_eq!(class_of_node.len(), n);
+    c.wait_same_last_committed(REPLICATION_TIMEOUT).await;
+    c.assert_tables_identical(&["ai"]).await;
+}

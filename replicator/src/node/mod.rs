@@ -7,6 +7,7 @@
 //! - [`seen`] — which transactions the log already decided (pure).
 //! - [`pipeline`] — the commit pipeline and the proxy's commit service.
 
+pub mod auto_increment;
 pub mod checks;
 pub mod order;
 pub mod pipeline;
@@ -24,6 +25,7 @@ use crate::capture::{Capture, CaptureConfig};
 use crate::config::RunConfig;
 use crate::proxy::transaction::CommitService;
 use crate::proxy::{Backend, ProxyConfig};
+use auto_increment::AutoIncrement;
 use pipeline::{Committer, Fatal, Pipeline, PipelineConfig, read_position};
 
 /// The least time given to waits that do not depend on the commit path's
@@ -181,7 +183,16 @@ pub async fn run(
         .await
         .map_err(|e| start_err("client port")(format!("{}: {e}", config.listen)))?;
     let listen = listener.local_addr().unwrap_or(config.listen);
-    let service: Arc<dyn CommitService> = Arc::new(Committer(pipeline.clone()));
+    let auto_increment = AutoIncrement::default();
+    let spacing = config.auto_increment_control.then(|| {
+        tokio::spawn(auto_increment.clone().keep(
+            member.clone(),
+            admin.clone(),
+            Duration::from_millis(500),
+        ))
+    });
+    let service: Arc<dyn CommitService> =
+        Arc::new(Committer::new(pipeline.clone(), auto_increment));
     let http = match config.http_listen {
         Some(address) => {
             let http_listener = tokio::net::TcpListener::bind(address)
@@ -218,6 +229,9 @@ pub async fn run(
         fatal = pipeline.stopped() => Err(NodeError::Fatal(fatal)),
     };
     proxy.abort();
+    if let Some(spacing) = spacing {
+        spacing.abort();
+    }
     if let Some(http) = http {
         http.abort();
     }

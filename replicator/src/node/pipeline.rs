@@ -29,6 +29,7 @@ use crate::proxy::transaction::{
 };
 use crate::writeset::{Body, LogEntry, TOIStatement, WriteSet};
 
+use super::auto_increment::AutoIncrement;
 use super::order::CommitOrder;
 use super::prepared::{Ended, PreparedResolver};
 use super::seen::{FirstSeen, Seen};
@@ -1125,7 +1126,13 @@ fn capture_refusal(e: CaptureError) -> CommitError {
 
 /// The proxy's view of the pipeline.
 #[derive(Clone)]
-pub struct Committer(pub Arc<Pipeline>);
+pub struct Committer(pub Arc<Pipeline>, AutoIncrement);
+
+impl Committer {
+    pub fn new(pipeline: Arc<Pipeline>, auto_increment: AutoIncrement) -> Self {
+        Self(pipeline, auto_increment)
+    }
+}
 
 impl LockClaim for Holder {
     fn ordered_as(&self, seqno: u64) {
@@ -1208,6 +1215,10 @@ impl CommitService for Committer {
 
     fn bf_aborted(&self, connection_id: u32) -> bool {
         self.0.applier.was_aborted(connection_id)
+    }
+
+    fn auto_increment(&self) -> Option<(u16, u16)> {
+        self.1.current().map(|s| (s.increment, s.offset))
     }
 
     fn is_primary(&self) -> bool {

@@ -147,6 +147,9 @@ pub trait CommitService: Send + Sync {
     /// Whether the node aborted the server connection `connection_id`
     /// because its transaction blocked a replicated write-set.
     fn bf_aborted(&self, connection_id: u32) -> bool;
+    /// The node's auto-increment spacing (increment, offset), if the node
+    /// controls it; it changes with the membership.
+    fn auto_increment(&self) -> Option<(u16, u16)>;
     /// Whether this node is in the primary component: it may serve
     /// clients. Otherwise every statement but status queries gets 1047.
     fn is_primary(&self) -> bool;
@@ -195,6 +198,8 @@ pub struct Transactions<'s> {
     multi_statements: bool,
     /// Statement classes of prepared statements.
     prepared: Prepared,
+    /// The auto-increment spacing last given to the server connection.
+    auto_increment: Option<(u16, u16)>,
     /// The session holds table locks (LOCK TABLES, FLUSH TABLES t WITH
     /// READ LOCK): no XA transaction can start, writes are refused.
     tables_locked: bool,
@@ -222,6 +227,7 @@ impl<'s> Transactions<'s> {
             autocommit: true,
             multi_statements: false,
             prepared: Prepared::default(),
+            auto_increment: None,
             tables_locked: false,
             sync_wait: 0,
         }
@@ -270,6 +276,9 @@ impl<'s> Transactions<'s> {
             )
             .await?;
             return Ok(true);
+        }
+        if code != com::QUIT {
+            self.follow_auto_increment(wire).await?;
         }
         match code {
             com::QUIT => {
@@ -1021,6 +1030,33 @@ impl<'s> Transactions<'s> {
                 Ok(Ended::Error)
             }
         }
+    }
+
+    /// Give the server connection the node's auto-increment spacing if it
+    /// changed since the session last got it (once per session, and after
+    /// a membership change).
+    async fn follow_auto_increment(&mut self, wire: &mut Wire) -> Result<(), SessionError> {
+        let Some((increment, offset)) = self.service.auto_increment() else {
+            return Ok(());
+        };
+        if self.auto_increment == Some((increment, offset)) {
+            return Ok(());
+        }
+        let outcome = wire
+            .query(&format!(
+                "SET SESSION auto_increment_increment = {increment}, \
+                 SESSION auto_increment_offset = {offset}"
+            ))
+            .await?;
+        if let Some(e) = outcome.error {
+            return Err(SessionError::Server(format!(
+                "setting the session's auto-increment spacing: {}",
+                e.message
+            )));
+        }
+        self.track(outcome.status);
+        self.auto_increment = Some((increment, offset));
+        Ok(())
     }
 
     /// Roll back the open XA transaction.
