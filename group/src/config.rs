@@ -28,6 +28,9 @@ pub struct GroupConfig {
     /// The address other members use to reach it (`host:port`); defaults to
     /// `listen`.
     pub advertise: Option<String>,
+    /// Where this member's clients connect (`host:port`), shown to the
+    /// others; empty for an arbitrator.
+    pub client_address: String,
     /// Holds the log, the vote and the member's identity.
     pub data_dir: PathBuf,
     /// An arbitrator votes and stores the log but has no database.
@@ -71,6 +74,7 @@ impl GroupConfig {
             secret: secret.into(),
             listen,
             advertise: None,
+            client_address: String::new(),
             data_dir: data_dir.into(),
             arbitrator: false,
             heartbeat_ms: 100,

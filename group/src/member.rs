@@ -77,6 +77,11 @@ pub struct MemberStatus {
     pub applied: u64,
     pub last_log_index: u64,
     pub members: Vec<MemberInfo>,
+    /// The cluster's UUID, once it has one.
+    pub cluster_uuid: Option<[u8; 16]>,
+    /// Index of the log entry that set the current membership: it changes
+    /// with every membership change (Galera's configuration id).
+    pub conf_id: u64,
     /// Members holding new proposals (flow control), as the leader last
     /// reported them.
     pub flow_control_paused_by: Vec<u64>,
@@ -87,6 +92,8 @@ pub struct MemberStatus {
 pub struct MemberInfo {
     pub node_id: u64,
     pub address: String,
+    /// Where its clients connect; empty for an arbitrator.
+    pub client_address: String,
     pub voter: bool,
     pub arbitrator: bool,
     /// Last log index known to be replicated there (leader's view only).
@@ -288,6 +295,7 @@ impl GroupMember {
         MemberNode {
             address: self.inner.config.advertise_address(),
             arbitrator: self.inner.config.arbitrator,
+            client_address: self.inner.config.client_address.clone(),
         }
     }
 
@@ -323,6 +331,7 @@ impl GroupMember {
                 credentials: Some(self.inner.credentials.to_proto()),
                 address: self.inner.config.advertise_address(),
                 arbitrator: self.inner.config.arbitrator,
+                client_address: self.inner.config.client_address.clone(),
             };
             match client.join(request).await {
                 Ok(response) => {
@@ -627,6 +636,7 @@ pub(crate) fn status_of(inner: &Inner) -> MemberStatus {
         .map(|(id, node)| MemberInfo {
             node_id: *id,
             address: node.address.clone(),
+            client_address: node.client_address.clone(),
             voter: voters.contains(id),
             arbitrator: node.arbitrator,
             matched: m
@@ -647,6 +657,8 @@ pub(crate) fn status_of(inner: &Inner) -> MemberStatus {
         applied: m.last_applied.map_or(0, |l| l.index),
         last_log_index: m.last_log_index.unwrap_or(0),
         members,
+        cluster_uuid: inner.identity.lock().expect("identity lock").cluster_uuid,
+        conf_id: m.membership_config.log_id().as_ref().map_or(0, |l| l.index),
         flow_control_paused_by: if m.state == ServerState::Leader {
             inner.flow.paused_by().0
         } else {

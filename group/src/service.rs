@@ -225,6 +225,7 @@ impl Group for Services {
         let node = MemberNode {
             address: request.address.clone(),
             arbitrator: request.arbitrator,
+            client_address: request.client_address.clone(),
         };
         let inner = self.inner.clone();
         tracing::info!(joiner, address = %node.address, arbitrator = node.arbitrator, uuid = %hex(&uuid), "admitting a new member");

@@ -360,6 +360,7 @@ async fn run_member(
                     MemberNode {
                         address: host.clone(),
                         arbitrator: false,
+                        client_address: String::new(),
                     },
                 )
             })

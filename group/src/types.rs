@@ -28,6 +28,9 @@ pub struct MemberNode {
     pub address: String,
     /// An arbitrator stores the log but has no database.
     pub arbitrator: bool,
+    /// Where its clients connect (`host:port`; empty for an arbitrator),
+    /// for status (`wsrep_incoming_addresses`).
+    pub client_address: String,
 }
 
 openraft::declare_raft_types!(

@@ -114,6 +114,7 @@ mod tests {
         MemberInfo {
             node_id,
             address: String::new(),
+            client_address: String::new(),
             voter: true,
             arbitrator,
             matched: None,

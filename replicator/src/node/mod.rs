@@ -13,6 +13,7 @@ pub mod order;
 pub mod pipeline;
 pub mod prepared;
 pub mod seen;
+pub mod sync_state;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -68,6 +69,21 @@ pub fn admin_opts(config: &RunConfig) -> mysql_async::Opts {
     builder.into()
 }
 
+/// Where clients reach this node, as shown to the other members: the
+/// client listen address, or — when that is a wildcard — the host the
+/// group address is advertised on, with the client port.
+fn client_address(config: &RunConfig) -> String {
+    if !config.listen.ip().is_unspecified() {
+        return config.listen.to_string();
+    }
+    let group = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| config.group_listen.to_string());
+    let host = group.rsplit_once(':').map_or(group.as_str(), |(h, _)| h);
+    format!("{host}:{}", config.listen.port())
+}
+
 /// Run a node until `shutdown` completes (Ok) or a fatal condition stops
 /// it (Err). `ready` is called once clients can connect.
 pub async fn run(
@@ -97,6 +113,7 @@ pub async fn run(
         config.data_dir.join("group"),
     );
     group.advertise = config.advertise.clone();
+    group.client_address = client_address(&config);
     config.group.apply(&mut group);
     let (member, log) =
         GroupMember::start(group, position.saturating_sub(config.certification_window))
@@ -156,6 +173,7 @@ pub async fn run(
     tokio::spawn(pipeline.clone().run_appliers());
     let mut delivery = tokio::spawn(pipeline.clone().run(log, position));
     tokio::spawn(pipeline.clone().keep_position(Duration::from_secs(1)));
+    let tracking = tokio::spawn(pipeline.clone().track_sync(Duration::from_millis(100)));
 
     // Catch up with the cluster, then settle what a crash left prepared,
     // before any client is served.
@@ -229,6 +247,7 @@ pub async fn run(
         fatal = pipeline.stopped() => Err(NodeError::Fatal(fatal)),
     };
     proxy.abort();
+    tracking.abort();
     if let Some(spacing) = spacing {
         spacing.abort();
     }

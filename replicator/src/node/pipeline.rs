@@ -33,6 +33,7 @@ use super::auto_increment::AutoIncrement;
 use super::order::CommitOrder;
 use super::prepared::{Ended, PreparedResolver};
 use super::seen::{FirstSeen, Seen};
+use super::sync_state::{Sample, SyncState};
 
 /// How long the pipeline keeps trying to end a prepared transaction the
 /// log decided before it stops the node (a restart resolves it).
@@ -121,6 +122,8 @@ pub struct Pipeline {
     /// the recorded position, by xid: recovery resolves one still
     /// prepared by its verdict instead of abandoning it.
     replayed_own: Mutex<HashMap<Vec<u8>, (u64, Verdict)>>,
+    /// Joined/Synced and flow-control time, from periodic samples.
+    sync: Mutex<SyncState>,
 }
 
 /// A condition that must stop the node: continuing could make this
@@ -181,6 +184,7 @@ impl Pipeline {
             stopped: watch::channel(None).0,
             replayed_own: Mutex::new(HashMap::new()),
             replays: Mutex::new(HashMap::new()),
+            sync: Mutex::new(SyncState::new(std::time::Instant::now())),
         })
     }
 
@@ -661,6 +665,26 @@ impl Pipeline {
                     Err(e) => tracing::warn!(error = %e, "could not save the position"),
                 }
             }
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// Sample the group and the pipeline every `every` for the node's
+    /// Joined/Synced state and flow-control time (status, `/health`).
+    pub async fn track_sync(self: Arc<Self>, every: Duration) {
+        loop {
+            let s = self.member.status();
+            let sample = Sample {
+                primary: s.primary.is_primary(),
+                commit_index: s.committed,
+                processed: *self.processed.borrow(),
+                recv_queue: self.recv_queue.load(Ordering::Relaxed),
+                flow_paused: !s.flow_control_paused_by.is_empty(),
+            };
+            self.sync
+                .lock()
+                .expect("sync lock")
+                .observe(std::time::Instant::now(), sample);
             tokio::time::sleep(every).await;
         }
     }
@@ -1236,22 +1260,51 @@ impl CommitService for Committer {
             .iter()
             .position(|m| m.node_id == s.node_id)
             .unwrap_or(0);
+        let (state, flow_paused) = {
+            let sync = p.sync.lock().expect("sync lock");
+            (sync.local_state(primary), sync.flow_control_paused())
+        };
+        let uuid = s.cluster_uuid.map_or_else(
+            || "00000000-0000-0000-0000-000000000000".to_string(),
+            |u| {
+                let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
+                format!(
+                    "{}-{}-{}-{}-{}",
+                    &h[..8],
+                    &h[8..12],
+                    &h[12..16],
+                    &h[16..20],
+                    &h[20..]
+                )
+            },
+        );
+        let incoming: Vec<&str> = s
+            .members
+            .iter()
+            .filter(|m| !m.arbitrator && !m.client_address.is_empty())
+            .map(|m| m.client_address.as_str())
+            .collect();
         [
             (
                 "wsrep_cluster_status",
                 if primary { "Primary" } else { "non-Primary" }.to_string(),
             ),
             ("wsrep_cluster_size", voters.to_string()),
+            ("wsrep_cluster_state_uuid", uuid),
+            ("wsrep_cluster_conf_id", s.conf_id.to_string()),
+            ("wsrep_incoming_addresses", incoming.join(",")),
             ("wsrep_connected", on(true)),
             ("wsrep_ready", on(primary)),
+            ("wsrep_local_state", state.0.to_string()),
+            ("wsrep_local_state_comment", state.1.to_string()),
+            ("wsrep_flow_control_paused", format!("{flow_paused:.6}")),
+            ("wsrep_group_role", s.role.to_string()),
+            ("wsrep_group_term", s.term.to_string()),
             (
-                "wsrep_local_state",
-                if primary { "4" } else { "0" }.to_string(),
+                "wsrep_group_leader",
+                s.leader.map_or_else(String::new, |l| l.to_string()),
             ),
-            (
-                "wsrep_local_state_comment",
-                if primary { "Synced" } else { "Initialized" }.to_string(),
-            ),
+            ("wsrep_group_applied", s.applied.to_string()),
             ("wsrep_local_index", index.to_string()),
             ("wsrep_last_committed", p.committed.borrow().to_string()),
             (
