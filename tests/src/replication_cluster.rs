@@ -6,9 +6,10 @@
 //! address of its own, `127.0.0.{i+1}`, as if it were its own host: its
 //! replicator serves clients and the group there, and its MariaDB (reached
 //! by the replicator through its socket) listens there too. All nodes use
-//! the same three port numbers (client, group, MariaDB), drawn once per
-//! cluster from this test process's port range, so a partition of one host
-//! can later be made per port.
+//! the same four port numbers (client, group, MariaDB, HTTP), drawn once
+//! per cluster from this test process's port range, so a partition of one
+//! host can later be made per port. Each replicator serves `/health` and
+//! `/metrics` on its address's HTTP port ([`ReplicationCluster::http_address`]).
 //!
 //! Each MariaDB has its own `server_id` (`i+1`), as a real cluster's would.
 //! Waiting is always polling a condition with a deadline; a timeout panics
@@ -47,6 +48,8 @@ pub struct Node {
 pub struct ReplicationCluster {
     // Dropped before `dir` (field order): the processes die first.
     nodes: Vec<Node>,
+    /// The HTTP port (`/health`, `/metrics`) of every node.
+    http_port: u16,
     dir: tempfile::TempDir,
 }
 
@@ -100,6 +103,7 @@ impl ReplicationCluster {
         let client_port = crate::ports::free_port();
         let group_port = crate::ports::free_port();
         let mariadb_port = crate::ports::free_port();
+        let http_port = crate::ports::free_port();
 
         // The servers start in parallel; each gets the test account.
         let starting: Vec<_> = (0..n)
@@ -122,11 +126,13 @@ impl ReplicationCluster {
         let mut nodes: Vec<Node> = Vec::new();
         let mut join = String::new();
         for (i, server) in servers.into_iter().enumerate() {
+            let http = format!("{}:{http_port}", host(i));
             let mut args: Vec<&str> = if i == 0 {
                 vec!["--bootstrap"]
             } else {
                 vec!["--join", &join]
             };
+            args.extend_from_slice(&["--http-listen", &http]);
             args.extend_from_slice(extra);
             let sidecar = Sidecar::start(
                 &server,
@@ -141,7 +147,11 @@ impl ReplicationCluster {
             }
             nodes.push(Node { server, sidecar });
         }
-        let cluster = Self { nodes, dir };
+        let cluster = Self {
+            nodes,
+            http_port,
+            dir,
+        };
         cluster.wait_cluster_size(n, SETUP_TIMEOUT).await;
         cluster
     }
@@ -165,6 +175,12 @@ impl ReplicationCluster {
 
     pub fn sidecar(&self, i: usize) -> &Sidecar {
         &self.nodes[i].sidecar
+    }
+
+    /// `host:port` where node `i`'s replicator serves `/health` and
+    /// `/metrics`.
+    pub fn http_address(&self, i: usize) -> String {
+        format!("{}:{}", self.nodes[i].sidecar.host, self.http_port)
     }
 
     /// Client options through node `i`'s replicator: the test account,
