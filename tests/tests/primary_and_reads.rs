@@ -667,9 +667,6 @@ async fn health_endpoint_follows_primary_and_sync() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a node is reported Synced (wsrep_local_state 4, /health 200) as soon as it \
-            is in the primary component again, before it has applied what it missed; there is \
-            no JOINED state (replicator/src/node/pipeline.rs, `status`)"]
 async fn health_is_503_while_a_rejoined_node_catches_up() {
     let flags = timing_flags();
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();

@@ -676,15 +676,21 @@ impl Pipeline {
             let s = self.member.status();
             let sample = Sample {
                 primary: s.primary.is_primary(),
-                commit_index: s.committed,
                 processed: *self.processed.borrow(),
                 recv_queue: self.recv_queue.load(Ordering::Relaxed),
                 flow_paused: !s.flow_control_paused_by.is_empty(),
             };
-            self.sync
-                .lock()
-                .expect("sync lock")
-                .observe(std::time::Instant::now(), sample);
+            let needs_target = {
+                let mut sync = self.sync.lock().expect("sync lock");
+                sync.observe(std::time::Instant::now(), sample);
+                sync.needs_target()
+            };
+            if needs_target
+                && let Ok(Ok(index)) =
+                    tokio::time::timeout(every * 10, self.member.read_index()).await
+            {
+                self.sync.lock().expect("sync lock").set_target(index);
+            }
             tokio::time::sleep(every).await;
         }
     }

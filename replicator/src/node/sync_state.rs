@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {
     pub primary: bool,
-    /// The log's commit index as this member knows it.
-    pub commit_index: u64,
     /// The highest seqno the delivery loop has processed.
     pub processed: u64,
     /// Write-sets waiting to be applied here.
@@ -27,21 +25,22 @@ pub struct Sample {
 pub struct SyncState {
     primary: bool,
     synced: bool,
-    /// What must be processed before the node counts as caught up.
-    target: u64,
+    /// What must be processed before the node counts as caught up: the
+    /// cluster's commit index when the node came back (a read index from
+    /// the leader; its own view of the commit index may lag), once known.
+    target: Option<u64>,
     started: Instant,
     last: Instant,
     paused: Duration,
 }
 
 impl SyncState {
-    /// A node that has caught up with the log before serving clients (what
-    /// start-up does) is Synced as soon as it is primary.
+    /// A node that has not been primary yet.
     pub fn new(now: Instant) -> Self {
         Self {
             primary: false,
-            synced: true,
-            target: 0,
+            synced: false,
+            target: None,
             started: now,
             last: now,
             paused: Duration::ZERO,
@@ -54,16 +53,30 @@ impl SyncState {
         }
         self.last = now;
         if sample.primary && !self.primary {
-            // Back in the primary component: whatever the cluster
-            // committed meanwhile must be applied first.
-            self.target = sample.commit_index;
+            // In the primary component (again): whatever the cluster
+            // committed must be applied first.
+            self.target = None;
             self.synced = false;
         }
         self.primary = sample.primary;
-        if self.primary && !self.synced && sample.processed >= self.target && sample.recv_queue == 0
+        if self.primary
+            && !self.synced
+            && self.target.is_some_and(|t| sample.processed >= t)
+            && sample.recv_queue == 0
         {
             self.synced = true;
         }
+    }
+
+    /// Whether the caller must find the cluster's commit index and pass it
+    /// to [`SyncState::set_target`].
+    pub fn needs_target(&self) -> bool {
+        self.primary && !self.synced && self.target.is_none()
+    }
+
+    /// The cluster's commit index, read after the node came back.
+    pub fn set_target(&mut self, commit_index: u64) {
+        self.target = Some(commit_index);
     }
 
     /// Galera's `wsrep_local_state` and its comment, given whether the
@@ -93,10 +106,9 @@ impl SyncState {
 mod tests {
     use super::*;
 
-    fn sample(primary: bool, commit_index: u64, processed: u64, recv_queue: u64) -> Sample {
+    fn sample(primary: bool, processed: u64, recv_queue: u64) -> Sample {
         Sample {
             primary,
-            commit_index,
             processed,
             recv_queue,
             flow_paused: false,
@@ -104,28 +116,42 @@ mod tests {
     }
 
     #[test]
-    fn a_node_back_in_the_primary_component_is_joined_until_caught_up() {
+    fn a_node_in_the_primary_component_is_joined_until_caught_up() {
         let t = Instant::now();
         let mut s = SyncState::new(t);
-        assert_eq!(s.local_state(s.primary), (0, "Initialized"));
-        s.observe(t, sample(true, 10, 10, 0));
+        assert_eq!(s.local_state(false), (0, "Initialized"));
+        s.observe(t, sample(true, 10, 0));
+        assert!(s.needs_target());
         assert_eq!(
-            s.local_state(s.primary),
-            (4, "Synced"),
-            "caught up at start-up"
+            s.local_state(true),
+            (3, "Joined"),
+            "the cluster's position is not known yet"
         );
-        s.observe(t, sample(false, 10, 10, 0));
-        assert_eq!(s.local_state(s.primary), (0, "Initialized"));
+        s.set_target(10);
+        s.observe(t, sample(true, 10, 0));
+        assert!(!s.needs_target());
+        assert_eq!(s.local_state(true), (4, "Synced"));
+        assert_eq!(
+            s.local_state(false),
+            (0, "Initialized"),
+            "the live view wins"
+        );
+        s.observe(t, sample(false, 10, 0));
+        assert_eq!(s.local_state(false), (0, "Initialized"));
         // Back: the cluster committed up to 50 meanwhile.
-        s.observe(t, sample(true, 50, 10, 0));
-        assert_eq!(s.local_state(s.primary), (3, "Joined"));
-        s.observe(t, sample(true, 60, 50, 3));
-        assert_eq!(s.local_state(s.primary), (3, "Joined"), "still applying");
-        s.observe(t, sample(true, 70, 55, 0));
-        assert_eq!(s.local_state(s.primary), (4, "Synced"));
+        s.observe(t, sample(true, 10, 0));
+        assert_eq!(s.local_state(true), (3, "Joined"));
+        s.set_target(50);
+        s.observe(t, sample(true, 50, 3));
+        assert_eq!(s.local_state(true), (3, "Joined"), "still applying");
+        s.observe(t, sample(true, 55, 0));
+        assert_eq!(s.local_state(true), (4, "Synced"));
         // Load afterwards does not flip it back.
-        s.observe(t, sample(true, 90, 70, 8));
-        assert_eq!(s.local_state(s.primary), (4, "Synced"));
+        s.observe(t, sample(true, 70, 8));
+        assert_eq!(s.local_state(true), (4, "Synced"));
+        // A primary change the samples have not seen counts as not synced.
+        s.observe(t, sample(false, 70, 0));
+        assert_eq!(s.local_state(true), (3, "Joined"));
     }
 
     #[test]
@@ -133,9 +159,9 @@ mod tests {
         let t = Instant::now();
         let mut s = SyncState::new(t);
         assert_eq!(s.flow_control_paused(), 0.0);
-        let mut paused = sample(true, 0, 0, 0);
+        let mut paused = sample(true, 0, 0);
         paused.flow_paused = true;
-        s.observe(t + Duration::from_secs(1), sample(true, 0, 0, 0));
+        s.observe(t + Duration::from_secs(1), sample(true, 0, 0));
         s.observe(t + Duration::from_secs(4), paused);
         assert!((s.flow_control_paused() - 0.75).abs() < 1e-9);
     }
