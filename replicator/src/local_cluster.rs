@@ -43,6 +43,8 @@ pub struct ClusterOptions {
     pub group_port: u16,
     /// `/health` and `/metrics` on each node's address.
     pub http_port: u16,
+    /// Also run an arbitrator (`garbd`) on the address after the last node.
+    pub arbitrator: bool,
 }
 
 /// One process of a node, as started.
@@ -73,6 +75,18 @@ pub struct Manifest {
     pub user: String,
     pub password: String,
     pub nodes: Vec<NodeInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arbitrator: Option<ArbitratorInfo>,
+}
+
+/// The arbitrator in `cluster.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ArbitratorInfo {
+    pub name: String,
+    /// `host:port` of its group endpoint.
+    pub group: String,
+    /// Keyed by program name (`garbd`).
+    pub processes: BTreeMap<String, ProcessInfo>,
 }
 
 impl Manifest {
@@ -93,6 +107,7 @@ pub struct LocalCluster {
     manifest: Manifest,
     servers: Vec<MariadbServer>,
     replicators: Vec<tokio::process::Child>,
+    garbd: Option<tokio::process::Child>,
 }
 
 /// The client password: made once per cluster directory, kept in
@@ -141,9 +156,11 @@ impl LocalCluster {
                 user: CLIENT_USER.into(),
                 password: password.clone(),
                 nodes: Vec::new(),
+                arbitrator: None,
             },
             servers: Vec::new(),
             replicators: Vec::new(),
+            garbd: None,
         };
         for n in 1..=options.nodes {
             let name = format!("node{n}");
@@ -188,6 +205,16 @@ impl LocalCluster {
             cluster.servers.push(server);
         }
         if let Err(e) = cluster.start_replicators(&dir, options).await {
+            cluster.stop().await;
+            return Err(e);
+        }
+        if options.arbitrator
+            && let Err(e) = cluster.start_arbitrator(&dir, options).await
+        {
+            cluster.stop().await;
+            return Err(e);
+        }
+        if let Err(e) = cluster.wait_synced().await {
             cluster.stop().await;
             return Err(e);
         }
@@ -248,13 +275,124 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Start the arbitrator on the address after the last node's and wait
+    /// until every node counts it as a voter.
+    async fn start_arbitrator(&mut self, dir: &Path, options: &ClusterOptions) -> Result<()> {
+        let secret = cluster_secret(dir)?;
+        let node_address = |n: usize| Ipv4Addr::from(u32::from(options.first_address) + n as u32);
+        let group = format!(
+            "{}:{}",
+            node_address(self.servers.len()),
+            options.group_port
+        );
+        let seeds: Vec<String> = (0..self.servers.len())
+            .map(|n| format!("{}:{}", node_address(n), options.group_port))
+            .collect();
+        let garbd_dir = dir.join("garbd");
+        std::fs::create_dir_all(&garbd_dir)?;
+        let program = std::env::current_exe()?
+            .parent()
+            .context("the replicator binary's directory")?
+            .join("garbd");
+        anyhow::ensure!(
+            program.exists(),
+            "--arbitrator needs the garbd binary next to this one ({})",
+            program.display()
+        );
+        let argv = vec![
+            program.display().to_string(),
+            "--group".into(),
+            "replicator".into(),
+            "--address".into(),
+            seeds.join(","),
+            "--listen".into(),
+            group.clone(),
+            "--data-dir".into(),
+            garbd_dir.join("data").display().to_string(),
+        ];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(garbd_dir.join("garbd.log"))?;
+        let child = tokio::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .env("GROUP_SECRET", &secret)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning garbd")?;
+        let info = ProcessInfo {
+            pid: child.id().unwrap_or(0),
+            argv,
+            env: BTreeMap::from([(
+                "GROUP_SECRET".to_string(),
+                "(DIR/cluster-secret)".to_string(),
+            )]),
+        };
+        self.garbd = Some(child);
+        self.manifest.arbitrator = Some(ArbitratorInfo {
+            name: "garbd".into(),
+            group,
+            processes: BTreeMap::from([("garbd".to_string(), info)]),
+        });
+        let voters = (self.servers.len() + 1).to_string();
+        self.wait_every_node("count the arbitrator as a voter", |s| {
+            s.get("wsrep_cluster_size") == Some(&voters)
+        })
+        .await
+    }
+
+    /// Wait until every node reports itself Synced.
+    async fn wait_synced(&mut self) -> Result<()> {
+        self.wait_every_node("be Synced", |s| {
+            s.get("wsrep_local_state_comment").map(String::as_str) == Some("Synced")
+        })
+        .await
+    }
+
+    async fn wait_every_node(
+        &mut self,
+        what: &str,
+        done: impl Fn(&BTreeMap<String, String>) -> bool,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+        for node in &self.manifest.nodes {
+            loop {
+                if let Ok(status) = node_status(&self.manifest, node).await
+                    && done(&status)
+                {
+                    break;
+                }
+                if let Some(garbd) = self.garbd.as_mut()
+                    && let Some(exit) = garbd.try_wait()?
+                {
+                    anyhow::bail!("garbd exited with {exit}; see its log in DIR/garbd");
+                }
+                anyhow::ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "{} did not {what} within 120 s",
+                    node.name
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
 
-    /// Stop every node cleanly, last started first.
+    /// Stop every node cleanly, last started first (the arbitrator first).
     pub async fn stop(mut self) {
-        for mut child in self.replicators.drain(..).rev() {
+        let children = self
+            .garbd
+            .take()
+            .into_iter()
+            .chain(self.replicators.drain(..).rev());
+        for mut child in children.collect::<Vec<_>>() {
             if let Some(pid) = child.id() {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid as i32),
@@ -263,7 +401,7 @@ impl LocalCluster {
             }
             let wait = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait());
             if !matches!(wait.await, Ok(Ok(_))) {
-                tracing::warn!("a replicator did not stop within 30 s; killing it");
+                tracing::warn!("a process did not stop within 30 s; killing it");
                 let _ = child.kill().await;
             }
         }
@@ -279,6 +417,72 @@ impl LocalCluster {
             }
         }
     }
+}
+
+/// A node's `wsrep%` status, through its replicator with the client
+/// account (what any MySQL client would see).
+pub async fn node_status(manifest: &Manifest, node: &NodeInfo) -> Result<BTreeMap<String, String>> {
+    let (host, port) = node
+        .client
+        .rsplit_once(':')
+        .with_context(|| format!("{}: client address {}", node.name, node.client))?;
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(host.to_string())
+        .tcp_port(port.parse().context("client port")?)
+        .user(Some(manifest.user.clone()))
+        .pass(Some(manifest.password.clone()))
+        .prefer_socket(false);
+    let probe = async {
+        let mut conn = mysql_async::Conn::new(opts).await?;
+        let rows: Vec<(String, String)> = conn.query("SHOW STATUS LIKE 'wsrep%'").await?;
+        let _ = conn.disconnect().await;
+        Ok::<_, mysql_async::Error>(rows.into_iter().collect())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(3), probe)
+        .await
+        .with_context(|| format!("{} did not answer within 3 s", node.name))?
+        .with_context(|| format!("asking {} for its status", node.name))
+}
+
+/// The members table of `replicator cluster status`: one line per node,
+/// from each node's own status (a node that does not answer says so).
+pub async fn status_table(manifest: &Manifest) -> String {
+    let mut out = format!(
+        "{:<8} {:<21} {:<12} {:<12} {:<10} {:>6} {:>10} {:>10} {:>6}\n",
+        "NAME", "CLIENT", "CLUSTER", "STATE", "ROLE", "TERM", "COMMITTED", "APPLIED", "QUEUE"
+    );
+    for node in &manifest.nodes {
+        match node_status(manifest, node).await {
+            Ok(s) => {
+                let v = |k: &str| s.get(k).cloned().unwrap_or_else(|| "-".into());
+                out.push_str(&format!(
+                    "{:<8} {:<21} {:<12} {:<12} {:<10} {:>6} {:>10} {:>10} {:>6}\n",
+                    node.name,
+                    node.client,
+                    v("wsrep_cluster_status"),
+                    v("wsrep_local_state_comment"),
+                    v("wsrep_group_role"),
+                    v("wsrep_group_term"),
+                    v("wsrep_last_committed"),
+                    v("wsrep_group_applied"),
+                    v("wsrep_local_recv_queue"),
+                ));
+            }
+            Err(e) => out.push_str(&format!(
+                "{:<8} {:<21} unreachable: {}\n",
+                node.name,
+                node.client,
+                e.root_cause()
+            )),
+        }
+    }
+    if let Some(a) = &manifest.arbitrator {
+        out.push_str(&format!(
+            "{:<8} {:<21} arbitrator (no database), group address {}\n",
+            a.name, "-", a.group
+        ));
+    }
+    out
 }
 
 /// How a node's replicator starts.

@@ -3,7 +3,8 @@
 //! - `replicator run` — the sidecar: serve MySQL clients in front of the
 //!   local MariaDB as a member of a cluster (see `replicator::node`).
 //! - `replicator cluster` — start a local cluster (see
-//!   `replicator::local_cluster`) and keep it running until Ctrl-C/SIGTERM.
+//!   `replicator::local_cluster`) and keep it running until Ctrl-C/SIGTERM;
+//!   `replicator cluster status` prints a running one's members table.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -38,33 +39,59 @@ enum Command {
         settings: Box<RunSettings>,
     },
     /// Start a local cluster on this machine, one loopback address per node,
-    /// and keep it running until Ctrl-C or SIGTERM.
+    /// and keep it running until Ctrl-C or SIGTERM (`cluster status` shows
+    /// a running one).
+    #[command(args_conflicts_with_subcommands = true)]
     Cluster {
-        /// Number of nodes.
-        #[arg(long, default_value_t = 3)]
-        nodes: usize,
-        /// Where the nodes keep their data; `DIR/cluster.json` describes them.
+        #[command(subcommand)]
+        action: Option<ClusterAction>,
+        #[command(flatten)]
+        start: ClusterStart,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Print the members table of a running local cluster: each node's
+    /// name, client address, cluster status, state, role in the ordered
+    /// log, term, last committed and applied seqno, and apply queue.
+    Status {
+        /// The cluster's directory (holds `cluster.json`).
         #[arg(long, default_value = "local-cluster")]
         dir: PathBuf,
-        /// MariaDB's port on each node's address.
-        #[arg(long, default_value_t = 13306)]
-        mariadb_port: u16,
-        /// Address of node1; node N gets the N-th address from here.
-        #[arg(long, default_value = "127.0.0.2")]
-        first_address: Ipv4Addr,
-        /// InnoDB buffer pool of each node's MariaDB.
-        #[arg(long, default_value = "256M")]
-        buffer_pool_size: String,
-        /// Where clients connect to a node's replicator, on its address.
-        #[arg(long, default_value_t = 3306)]
-        client_port: u16,
-        /// The ordered log's port on each node's address.
-        #[arg(long, default_value_t = 4567)]
-        group_port: u16,
-        /// `/health` and `/metrics` on each node's address.
-        #[arg(long, default_value_t = 8080)]
-        http_port: u16,
     },
+}
+
+#[derive(clap::Args)]
+struct ClusterStart {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Where the nodes keep their data; `DIR/cluster.json` describes them.
+    #[arg(long, default_value = "local-cluster")]
+    dir: PathBuf,
+    /// MariaDB's port on each node's address.
+    #[arg(long, default_value_t = 13306)]
+    mariadb_port: u16,
+    /// Address of node1; node N gets the N-th address from here.
+    #[arg(long, default_value = "127.0.0.2")]
+    first_address: Ipv4Addr,
+    /// InnoDB buffer pool of each node's MariaDB.
+    #[arg(long, default_value = "256M")]
+    buffer_pool_size: String,
+    /// Where clients connect to a node's replicator, on its address.
+    #[arg(long, default_value_t = 3306)]
+    client_port: u16,
+    /// The ordered log's port on each node's address.
+    #[arg(long, default_value_t = 4567)]
+    group_port: u16,
+    /// `/health` and `/metrics` on each node's address.
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
+    /// Also run an arbitrator (garbd), on the address after the last
+    /// node's: two data nodes then keep quorum when one is down.
+    #[arg(long)]
+    arbitrator: bool,
 }
 
 async fn shutdown_signal() -> Result<()> {
@@ -99,14 +126,30 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Cluster {
-            nodes,
-            dir,
-            mariadb_port,
-            first_address,
-            buffer_pool_size,
-            client_port,
-            group_port,
-            http_port,
+            action: Some(ClusterAction::Status { dir }),
+            ..
+        } => {
+            let manifest = replicator::local_cluster::Manifest::read(&dir)?;
+            print!(
+                "{}",
+                replicator::local_cluster::status_table(&manifest).await
+            );
+            Ok(())
+        }
+        Command::Cluster {
+            action: None,
+            start:
+                ClusterStart {
+                    nodes,
+                    dir,
+                    mariadb_port,
+                    first_address,
+                    buffer_pool_size,
+                    client_port,
+                    group_port,
+                    http_port,
+                    arbitrator,
+                },
         } => {
             let options = ClusterOptions {
                 nodes,
@@ -117,6 +160,7 @@ async fn main() -> Result<()> {
                 client_port,
                 group_port,
                 http_port,
+                arbitrator,
             };
             let cluster = LocalCluster::start(&options).await?;
             let m = cluster.manifest();
@@ -132,10 +176,16 @@ async fn main() -> Result<()> {
                     node.name, m.user, m.password, node.http
                 );
             }
+            if let Some(a) = &m.arbitrator {
+                println!(
+                    "  {}: arbitrator (votes, no database) at {}",
+                    a.name, a.group
+                );
+            }
             println!(
                 "Every node is writable: each runs MariaDB behind the replicator; connect to \
-                 any address above. `replicator cluster status` is not built yet: \
-                 SHOW STATUS LIKE 'wsrep%' through any node shows its state."
+                 any address above. `replicator cluster status --dir {}` shows the members.",
+                options.dir.display()
             );
             println!("Ctrl-C stops the cluster.");
             shutdown_signal().await?;

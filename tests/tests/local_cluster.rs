@@ -32,7 +32,12 @@ fn pid_alive(pid: u32) -> bool {
 /// Ports of a test cluster: MariaDB, clients, ordered log.
 type Ports = (u16, u16, u16);
 
-async fn start_cluster(dir: &Path, ports: Ports, first_address: &str) -> (Child, Manifest) {
+async fn start_cluster(
+    dir: &Path,
+    ports: Ports,
+    first_address: &str,
+    extra: &[&str],
+) -> (Child, Manifest) {
     let (port, client_port, group_port) = ports;
     let _ = std::fs::remove_file(dir.join("cluster.json"));
     let child = Command::new(e2e::binary("replicator"))
@@ -49,6 +54,7 @@ async fn start_cluster(dir: &Path, ports: Ports, first_address: &str) -> (Child,
             "--first-address",
             first_address,
         ])
+        .args(extra)
         .kill_on_drop(true)
         .spawn()
         .expect("run replicator cluster");
@@ -133,7 +139,7 @@ async fn cluster_command_starts_configured_nodes_and_stops_them() {
         e2e::ports::free_port(),
     );
     let port = ports.0;
-    let (child, manifest) = start_cluster(dir.path(), ports, "127.0.0.20").await;
+    let (child, manifest) = start_cluster(dir.path(), ports, "127.0.0.20", &[]).await;
     assert_eq!(manifest.nodes.len(), 2);
     assert_eq!(manifest.nodes[0].mariadb, format!("127.0.0.20:{port}"));
     assert_eq!(manifest.nodes[1].mariadb, format!("127.0.0.21:{port}"));
@@ -182,7 +188,7 @@ async fn cluster_command_starts_configured_nodes_and_stops_them() {
     stop(child, &manifest).await;
 
     // A restart reuses the data directory and the client account.
-    let (child, again) = start_cluster(dir.path(), ports, "127.0.0.20").await;
+    let (child, again) = start_cluster(dir.path(), ports, "127.0.0.20", &[]).await;
     assert_eq!(again.password, manifest.password);
     assert_eq!(replicated_row(dir.path(), &again, 0).await, 42);
     // Still one cluster: a write on node2 reaches node1.
@@ -206,4 +212,106 @@ async fn cluster_command_starts_configured_nodes_and_stops_them() {
     }
     conn.disconnect().await.unwrap();
     stop(child, &again).await;
+}
+
+/// `replicator cluster status --dir DIR`'s output.
+async fn cluster_status(dir: &Path) -> String {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        Command::new(e2e::binary("replicator"))
+            .args(["cluster", "status", "--dir"])
+            .arg(dir)
+            .output(),
+    )
+    .await
+    .expect("cluster status answers within 30 s")
+    .expect("run cluster status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Two data nodes and the arbitrator: the manifest lists garbd as it was
+/// started, `cluster status` shows every member, and with one data node's
+/// replicator killed the other keeps committing (node + garbd are a
+/// quorum) while the status shows the dead one unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_and_an_arbitrator_keep_quorum_and_show_their_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = (
+        e2e::ports::free_port(),
+        e2e::ports::free_port(),
+        e2e::ports::free_port(),
+    );
+    let (child, manifest) = start_cluster(dir.path(), ports, "127.0.0.30", &["--arbitrator"]).await;
+    let garbd = manifest
+        .arbitrator
+        .as_ref()
+        .expect("an arbitrator in the manifest");
+    assert_eq!(garbd.group, format!("127.0.0.32:{}", ports.2));
+    let process = &garbd.processes["garbd"];
+    assert!(pid_alive(process.pid), "garbd runs");
+    assert!(process.argv[0].ends_with("garbd"));
+
+    let status = cluster_status(dir.path()).await;
+    eprintln!("{status}");
+    for node in &manifest.nodes {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(&node.name))
+            .unwrap_or_else(|| panic!("{} listed:\n{status}", node.name));
+        assert!(
+            line.contains("Primary") && line.contains("Synced"),
+            "{line}"
+        );
+    }
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("garbd") && l.contains("arbitrator"))
+    );
+    let mut conn = connect(&manifest, 0, true).await;
+    let size: Option<(String, String)> = conn
+        .query_first("SHOW STATUS LIKE 'wsrep_cluster_size'")
+        .await
+        .unwrap();
+    assert_eq!(
+        size.unwrap().1,
+        "3",
+        "two data nodes and the arbitrator vote"
+    );
+
+    // node2's replicator dies: node1 and garbd are still a majority.
+    let node2 = manifest.nodes[1].processes["replicator"].pid;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(node2 as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    conn.query_drop("CREATE DATABASE quorum").await.unwrap();
+    conn.query_drop("CREATE TABLE quorum.t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    conn.query_drop("INSERT INTO quorum.t VALUES (1)")
+        .await
+        .unwrap();
+    conn.disconnect().await.unwrap();
+    let status = cluster_status(dir.path()).await;
+    eprintln!("{status}");
+    let line = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("node1").contains("Primary"), "{status}");
+    assert!(line("node2").contains("unreachable"), "{status}");
+
+    let garbd_pid = process.pid;
+    stop(child, &manifest).await;
+    assert!(!pid_alive(garbd_pid), "garbd stopped with the cluster");
 }

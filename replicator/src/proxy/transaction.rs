@@ -1222,7 +1222,10 @@ fn allowed_outside_primary(payload: &[u8]) -> bool {
                 | StatementClass::Session
                 | StatementClass::Rollback { .. }
                 | StatementClass::Empty => true,
-                StatementClass::Read => first_word_is_show(&String::from_utf8_lossy(text)),
+                StatementClass::Read => {
+                    let text = String::from_utf8_lossy(text);
+                    first_word_is_show(&text) || only_reads_variables(&text)
+                }
                 _ => false,
             }
         }
@@ -1230,27 +1233,76 @@ fn allowed_outside_primary(payload: &[u8]) -> bool {
     }
 }
 
-/// Whether the statement's first word (after comments) is `SHOW`.
-fn first_word_is_show(text: &str) -> bool {
+/// `text` after its leading whitespace and comments (`None` if a comment
+/// is unterminated or executable, `/*! … */`).
+fn after_comments(text: &str) -> Option<&str> {
     let mut rest = text.trim_start();
     loop {
         if let Some(r) = rest.strip_prefix("/*") {
             match r.find("*/") {
                 Some(end) if !r.starts_with('!') => rest = r[end + 2..].trim_start(),
-                _ => return false,
+                _ => return None,
             }
         } else if rest.starts_with("--") || rest.starts_with('#') {
-            match rest.find('\n') {
-                Some(end) => rest = rest[end + 1..].trim_start(),
-                None => return false,
-            }
+            rest = rest[rest.find('\n')? + 1..].trim_start();
         } else {
-            break;
+            return Some(rest);
         }
     }
-    rest.get(..4)
-        .is_some_and(|w| w.eq_ignore_ascii_case("SHOW"))
-        && rest[4..].starts_with(|c: char| c.is_whitespace())
+}
+
+/// `rest` without its first word if that is `word` (any case) followed by
+/// whitespace.
+fn strip_word<'t>(rest: &'t str, word: &str) -> Option<&'t str> {
+    let head = rest.get(..word.len())?;
+    let tail = &rest[word.len()..];
+    (head.eq_ignore_ascii_case(word) && tail.starts_with(|c: char| c.is_whitespace()))
+        .then(|| tail.trim_start())
+}
+
+/// Whether the statement's first word (after comments) is `SHOW`.
+fn first_word_is_show(text: &str) -> bool {
+    after_comments(text).is_some_and(|rest| strip_word(rest, "SHOW").is_some())
+}
+
+/// Whether the statement only reads server variables — `SELECT @@a, @@b
+/// AS x` and nothing else — as client libraries do when they connect:
+/// it reads no replicated data, so a node outside the primary component
+/// may answer it.
+fn only_reads_variables(text: &str) -> bool {
+    let Some(mut rest) = after_comments(text).and_then(|r| strip_word(r, "SELECT")) else {
+        return false;
+    };
+    let name = |s: &str| {
+        s.bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'.')
+            .count()
+    };
+    loop {
+        let Some(variable) = rest.strip_prefix("@@") else {
+            return false;
+        };
+        let len = name(variable);
+        if len == 0 {
+            return false;
+        }
+        rest = variable[len..].trim_start();
+        if let Some(alias) = strip_word(rest, "AS") {
+            rest = alias;
+        }
+        let alias = name(rest);
+        if alias > 0 && !rest[..alias].contains('.') {
+            rest = rest[alias..].trim_start();
+        }
+        match rest.strip_prefix(',') {
+            Some(next) => rest = next.trim_start(),
+            None => {
+                return rest
+                    .trim_end_matches(|c: char| c == ';' || c.is_whitespace())
+                    .is_empty();
+            }
+        }
+    }
 }
 
 /// The statement id of a `COM_STMT_*` command.
@@ -1284,11 +1336,20 @@ mod tests {
             "USE d",
             "ROLLBACK",
             "",
+            // What client libraries ask when they connect.
+            "SELECT @@max_allowed_packet, @@wait_timeout",
+            "select @@session.auto_increment_increment AS ai,@@version v;",
         ] {
             assert!(allowed_outside_primary(&query(allowed)), "{allowed}");
         }
         for refused in [
             "SELECT 1",
+            "SELECT @@version, (SELECT COUNT(*) FROM t)",
+            "SELECT @@version, f()",
+            "SELECT @@a FROM t",
+            "SELECT @@",
+            "SELECT @@a b c",
+            "SELECT @@a; DELETE FROM t",
             "INSERT INTO t VALUES (1)",
             "COMMIT",
             "SHOW STATUS; DELETE FROM t",
