@@ -27,23 +27,36 @@ use crate::mariadb_server::{MariadbServer, ServerConfig};
 /// The account clients use on every node.
 pub const CLIENT_USER: &str = "app";
 
-/// How to lay out the cluster.
-#[derive(Debug, Clone)]
+/// How to lay out the cluster (the flags of `replicator cluster`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct ClusterOptions {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// Where the nodes keep their data; `DIR/cluster.json` describes them.
+    #[arg(long, default_value = "local-cluster")]
     pub dir: PathBuf,
-    /// MariaDB's port on every node's address.
+    /// MariaDB's port on each node's address.
+    #[arg(long, default_value_t = 13306)]
     pub mariadb_port: u16,
-    /// The first node's address; node N gets this plus N-1.
+    /// Address of node1; node N gets the N-th address from here.
+    #[arg(long, default_value = "127.0.0.2")]
     pub first_address: Ipv4Addr,
+    /// InnoDB buffer pool of each node's MariaDB.
+    #[arg(long, default_value = "256M")]
     pub buffer_pool_size: String,
-    /// Where clients connect to each node's replicator, on its address.
+    /// Where clients connect to a node's replicator, on its address.
+    #[arg(long, default_value_t = 3306)]
     pub client_port: u16,
     /// The ordered log's port on each node's address.
+    #[arg(long, default_value_t = 4567)]
     pub group_port: u16,
     /// `/health` and `/metrics` on each node's address.
+    #[arg(long, default_value_t = 8080)]
     pub http_port: u16,
-    /// Also run an arbitrator (`garbd`) on the address after the last node.
+    /// Also run an arbitrator (garbd), on the address after the last
+    /// node's: two data nodes then keep quorum when one is down.
+    #[arg(long)]
     pub arbitrator: bool,
 }
 

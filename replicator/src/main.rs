@@ -6,7 +6,6 @@
 //!   `replicator::local_cluster`) and keep it running until Ctrl-C/SIGTERM;
 //!   `replicator cluster status` prints a running one's members table.
 
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -46,7 +45,7 @@ enum Command {
         #[command(subcommand)]
         action: Option<ClusterAction>,
         #[command(flatten)]
-        start: ClusterStart,
+        start: ClusterOptions,
     },
 }
 
@@ -60,38 +59,6 @@ enum ClusterAction {
         #[arg(long, default_value = "local-cluster")]
         dir: PathBuf,
     },
-}
-
-#[derive(clap::Args)]
-struct ClusterStart {
-    /// Number of nodes.
-    #[arg(long, default_value_t = 3)]
-    nodes: usize,
-    /// Where the nodes keep their data; `DIR/cluster.json` describes them.
-    #[arg(long, default_value = "local-cluster")]
-    dir: PathBuf,
-    /// MariaDB's port on each node's address.
-    #[arg(long, default_value_t = 13306)]
-    mariadb_port: u16,
-    /// Address of node1; node N gets the N-th address from here.
-    #[arg(long, default_value = "127.0.0.2")]
-    first_address: Ipv4Addr,
-    /// InnoDB buffer pool of each node's MariaDB.
-    #[arg(long, default_value = "256M")]
-    buffer_pool_size: String,
-    /// Where clients connect to a node's replicator, on its address.
-    #[arg(long, default_value_t = 3306)]
-    client_port: u16,
-    /// The ordered log's port on each node's address.
-    #[arg(long, default_value_t = 4567)]
-    group_port: u16,
-    /// `/health` and `/metrics` on each node's address.
-    #[arg(long, default_value_t = 8080)]
-    http_port: u16,
-    /// Also run an arbitrator (garbd), on the address after the last
-    /// node's: two data nodes then keep quorum when one is down.
-    #[arg(long)]
-    arbitrator: bool,
 }
 
 async fn shutdown_signal() -> Result<()> {
@@ -138,30 +105,8 @@ async fn main() -> Result<()> {
         }
         Command::Cluster {
             action: None,
-            start:
-                ClusterStart {
-                    nodes,
-                    dir,
-                    mariadb_port,
-                    first_address,
-                    buffer_pool_size,
-                    client_port,
-                    group_port,
-                    http_port,
-                    arbitrator,
-                },
+            start: options,
         } => {
-            let options = ClusterOptions {
-                nodes,
-                dir,
-                mariadb_port,
-                first_address,
-                buffer_pool_size,
-                client_port,
-                group_port,
-                http_port,
-                arbitrator,
-            };
             let cluster = LocalCluster::start(&options).await?;
             let m = cluster.manifest();
             println!(

@@ -103,6 +103,25 @@ pub mod ports {
     }
 }
 
+/// Run `command` to completion within `timeout`; its standard output.
+/// Panics (with its standard error) if it fails or takes longer.
+pub async fn output_of(
+    command: &mut tokio::process::Command,
+    timeout: std::time::Duration,
+) -> String {
+    let out = tokio::time::timeout(timeout, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{command:?} did not finish within {timeout:?}"))
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A MariaDB server in a temporary directory; killed and removed on drop.
 pub struct TestServer {
     server: MariadbServer,

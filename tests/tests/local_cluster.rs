@@ -216,22 +216,13 @@ async fn cluster_command_starts_configured_nodes_and_stops_them() {
 
 /// `replicator cluster status --dir DIR`'s output.
 async fn cluster_status(dir: &Path) -> String {
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
+    e2e::output_of(
         Command::new(e2e::binary("replicator"))
             .args(["cluster", "status", "--dir"])
-            .arg(dir)
-            .output(),
+            .arg(dir),
+        Duration::from_secs(30),
     )
     .await
-    .expect("cluster status answers within 30 s")
-    .expect("run cluster status");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Two data nodes and the arbitrator: the manifest lists garbd as it was

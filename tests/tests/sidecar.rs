@@ -531,17 +531,11 @@ async fn result_rows_reach_the_client_unchanged() {
 
 /// Run a Python script (PyMySQL) against the node; its standard output.
 async fn python(script: &str) -> String {
-    let out = tokio::process::Command::new("/usr/bin/python3")
-        .args(["-c", script])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    e2e::output_of(
+        tokio::process::Command::new("/usr/bin/python3").args(["-c", script]),
+        Duration::from_secs(120),
+    )
+    .await
 }
 
 /// COM_SET_OPTION turns multi-statements on and off as MariaDB does, and a
