@@ -323,27 +323,12 @@ impl LocalCluster {
             "--data-dir".into(),
             garbd_dir.join("data").display().to_string(),
         ];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(garbd_dir.join("garbd.log"))?;
-        let child = tokio::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .env("GROUP_SECRET", &secret)
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .context("spawning garbd")?;
-        let info = ProcessInfo {
-            pid: child.id().unwrap_or(0),
+        let (child, info) = spawn_logged(
             argv,
-            env: BTreeMap::from([(
-                "GROUP_SECRET".to_string(),
-                "(DIR/cluster-secret)".to_string(),
-            )]),
-        };
+            ("GROUP_SECRET", &secret),
+            &garbd_dir.join("garbd.log"),
+        )
+        .context("spawning garbd")?;
         self.garbd = Some(child);
         self.manifest.arbitrator = Some(ArbitratorInfo {
             name: "garbd".into(),
@@ -557,26 +542,39 @@ fn spawn_replicator(
         Role::Resume => {}
     }
     std::fs::create_dir_all(&data_dir)?;
+    spawn_logged(
+        argv,
+        ("REPLICATOR_SECRET", secret),
+        &node_dir.join("replicator.log"),
+    )
+    .context("spawning the replicator")
+}
+
+/// Spawn `argv` with the cluster secret in environment variable
+/// `secret.0`, output appended to `log`; the manifest's record of it
+/// names where the secret is kept instead of the secret itself.
+fn spawn_logged(
+    argv: Vec<String>,
+    secret: (&str, &str),
+    log: &Path,
+) -> Result<(tokio::process::Child, ProcessInfo)> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(node_dir.join("replicator.log"))?;
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
     let child = tokio::process::Command::new(&argv[0])
         .args(&argv[1..])
-        .env("REPLICATOR_SECRET", secret)
+        .env(secret.0, secret.1)
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(true)
-        .spawn()
-        .context("spawning the replicator")?;
+        .spawn()?;
     let info = ProcessInfo {
         pid: child.id().unwrap_or(0),
         argv,
-        env: BTreeMap::from([(
-            "REPLICATOR_SECRET".to_string(),
-            "(DIR/cluster-secret)".to_string(),
-        )]),
+        env: BTreeMap::from([(secret.0.to_string(), "(DIR/cluster-secret)".to_string())]),
     };
     Ok((child, info))
 }
