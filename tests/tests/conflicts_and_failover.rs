@@ -51,13 +51,17 @@ async fn bf_abort_a_local_lock_holder_within_a_second() {
     holder.run("BEGIN").await;
     holder.run("UPDATE t SET v = 2 WHERE id = 1").await;
     assert_eq!(holder.affected_rows(), 1);
-    let locked: Option<Vec<i64>> = c
-        .query_server(
-            1,
-            "SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_rows_locked > 0",
+    let locked: Option<i64> = holder
+        .query_first(
+            "SELECT trx_rows_locked FROM information_schema.INNODB_TRX \
+             WHERE trx_mysql_thread_id = CONNECTION_ID()",
         )
-        .await;
-    assert_eq!(locked, Some(vec![1]), "node2's transaction holds its lock");
+        .await
+        .unwrap();
+    assert!(
+        locked.is_some_and(|n| n >= 1),
+        "node2's transaction holds its row lock: {locked:?}"
+    );
 
     // Node 1: the same row, committed. Its write-set passes certification
     // (node 2's transaction has not replicated anything) and is applied on
@@ -458,7 +462,12 @@ async fn haproxy_keeps_a_client_loop_working_while_a_node_dies() {
         })
     };
 
-    // Let the loop run, then kill the node it is connected to.
+    // Let the loop run, then kill the node it is connected to. (When that
+    // node leads the group, the survivors are outside the primary
+    // component until they elect a new leader — DESIGN.md's rule: 1047,
+    // and `/health` 503 on both, so HAProxy briefly has no server up and
+    // closes new connections — which bounds the stall by the election
+    // timeout plus HAProxy's `rise`.)
     let acked = |r: &std::sync::Mutex<LoopRecord>| r.lock().expect("record").acknowledged.len();
     c.eventually(
         "100 inserts through HAProxy",
