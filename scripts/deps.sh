@@ -2,10 +2,11 @@
 # Installs what the project needs on Debian 12, when it is missing:
 # MariaDB (server, client, backup), sysbench, Galera and its arbitrator (the
 # baselines benchmarks and consistency tests compare against) and nftables
-# (network partitions in multi-host tests). Needs root or sudo.
+# (network partitions in multi-host tests) and HAProxy (the load balancer the
+# failover test puts in front of the nodes). Needs root or sudo.
 set -euo pipefail
 
-packages=(mariadb-server mariadb-client mariadb-backup sysbench galera-4 galera-arbitrator-4 nftables python3-pymysql)
+packages=(mariadb-server mariadb-client mariadb-backup sysbench galera-4 galera-arbitrator-4 nftables python3-pymysql haproxy)
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -1,0 +1,599 @@
+//! Conflicts between nodes and a node failure behind a load balancer, with
+//! real MariaDB, real `replicator run` processes and (for the last test) a
+//! real HAProxy:
+//!
+//! - brute-force abort: a local transaction holding a row lock loses to a
+//!   remote write-set within a second, and its client gets 1213;
+//! - a foreign-key child insert on one node racing the parent's delete on
+//!   another never leaves an orphan, and never loses an acknowledged write;
+//! - HAProxy health-checking `/health` keeps a client loop working while
+//!   one node's replicator is killed, and no acknowledged write is lost.
+//!
+//! Waiting is polling a condition with a deadline; every timeout fails with
+//! the replicators' logs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use e2e::replication_cluster::{REPLICATION_TIMEOUT, ReplicationCluster};
+use mysql_async::prelude::*;
+
+fn code(e: &mysql_async::Error) -> Option<u16> {
+    match e {
+        mysql_async::Error::Server(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+async fn status_number(c: &ReplicationCluster, i: usize, name: &str) -> Option<u64> {
+    c.status(i).await?.get(name)?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bf_abort_a_local_lock_holder_within_a_second() {
+    let c = ReplicationCluster::start(3).await;
+    let mut setup = c.conn(0).await;
+    setup
+        .run("CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)")
+        .await;
+    setup.run("INSERT INTO t VALUES (1, 0), (2, 0)").await;
+    c.wait_rows_everywhere("SELECT id, v FROM d.t ORDER BY id", &[(1, 0), (2, 0)])
+        .await;
+    c.wait_same_last_committed(REPLICATION_TIMEOUT).await;
+    let aborts_before = status_number(&c, 1, "wsrep_local_bf_aborts")
+        .await
+        .expect("node2's wsrep_local_bf_aborts");
+
+    // Node 2: an open transaction holding row 1's lock on node 2's MariaDB.
+    let mut holder = c.conn(1).await;
+    holder.run("BEGIN").await;
+    holder.run("UPDATE t SET v = 2 WHERE id = 1").await;
+    assert_eq!(holder.affected_rows(), 1);
+    let locked: Option<i64> = holder
+        .query_first(
+            "SELECT trx_rows_locked FROM information_schema.INNODB_TRX \
+             WHERE trx_mysql_thread_id = CONNECTION_ID()",
+        )
+        .await
+        .unwrap();
+    assert!(
+        locked.is_some_and(|n| n >= 1),
+        "node2's transaction holds its row lock: {locked:?}"
+    );
+
+    // Node 1: the same row, committed. Its write-set passes certification
+    // (node 2's transaction has not replicated anything) and is applied on
+    // node 2, where it waits for the local transaction's lock.
+    let mut writer = c.conn(0).await;
+    writer
+        .exec("UPDATE t SET v = 1 WHERE id = 1")
+        .await
+        .unwrap_or_else(|e| panic!("node1's commit is acknowledged: {e}\n{}", c.logs()));
+    let acknowledged = Instant::now();
+
+    // Node 2's MariaDB shows node 1's value once the applier got the lock,
+    // i.e. once the local transaction was rolled back.
+    let deadline = acknowledged + REPLICATION_TIMEOUT;
+    let applied_after = loop {
+        let v: Option<Vec<i64>> = c.query_server(1, "SELECT v FROM d.t WHERE id = 1").await;
+        if v.as_deref() == Some(&[1]) {
+            break acknowledged.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node1's write never showed on node2 (last {v:?})\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    eprintln!(
+        "node2's lock holder was aborted and node1's write applied there {applied_after:?} after node1's OK"
+    );
+    assert!(
+        applied_after < Duration::from_secs(1),
+        "the local lock holder must lose within 1 s; node1's write showed on node2 after \
+         {applied_after:?}\n{}",
+        c.logs()
+    );
+
+    // The local transaction's client learns it lost at its next statement.
+    let next = holder.exec("UPDATE t SET v = 3 WHERE id = 2").await;
+    match &next {
+        Err(e) if code(e) == Some(1213) => {}
+        other => panic!(
+            "node2's aborted transaction must get 1213 at its next statement, got {other:?}\n{}",
+            c.logs()
+        ),
+    }
+    // The session is closed after the 1213; a new one works and sees node
+    // 1's write and none of the aborted transaction.
+    holder.reopen(c.opts(1)).await;
+    let rows: Vec<(i32, i32)> = holder
+        .query("SELECT id, v FROM t ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(rows, [(1, 1), (2, 0)]);
+    holder.run("UPDATE t SET v = 4 WHERE id = 2").await;
+
+    let aborts_after = status_number(&c, 1, "wsrep_local_bf_aborts")
+        .await
+        .expect("node2's wsrep_local_bf_aborts");
+    assert!(
+        aborts_after > aborts_before,
+        "node2's wsrep_local_bf_aborts went from {aborts_before} to {aborts_after}"
+    );
+    c.wait_rows_everywhere("SELECT id, v FROM d.t ORDER BY id", &[(1, 1), (2, 4)])
+        .await;
+    c.wait_same_last_committed(REPLICATION_TIMEOUT).await;
+    c.assert_tables_identical(&["t"]).await;
+}
+
+/// How one side of a foreign-key race ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Outcome {
+    Ok,
+    /// Lost in the cluster: certification failure or brute-force abort.
+    Conflict,
+    /// Refused by the local server's foreign-key check (the other side's
+    /// write-set was already applied here).
+    ForeignKey,
+}
+
+fn fk_outcome(
+    result: &Result<(), mysql_async::Error>,
+    fk_code: u16,
+    what: &str,
+    c: &ReplicationCluster,
+) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Ok,
+        Err(e) if matches!(code(e), Some(1213) | Some(1020)) => Outcome::Conflict,
+        Err(e) if code(e) == Some(fk_code) => Outcome::ForeignKey,
+        Err(e) => panic!("{what}: unexpected error {e}\n{}", c.logs()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fk_child_insert_vs_parent_delete_never_leaves_orphans() {
+    const ROUNDS: i32 = 30;
+    let c = ReplicationCluster::start(3).await;
+    let mut setup = c.conn(0).await;
+    setup
+        .run(
+            "CREATE TABLE parent (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL); \
+             CREATE TABLE child (id INT PRIMARY KEY, parent_id INT NOT NULL, \
+               FOREIGN KEY (parent_id) REFERENCES parent (id))",
+        )
+        .await;
+    c.wait_table_everywhere("parent").await;
+    c.wait_table_everywhere("child").await;
+    let values: Vec<String> = (1..=ROUNDS).map(|k| format!("({k}, 'p{k}')")).collect();
+    setup
+        .run(format!("INSERT INTO parent VALUES {}", values.join(", ")))
+        .await;
+    c.wait_rows_everywhere("SELECT COUNT(*) FROM d.parent", &[i64::from(ROUNDS)])
+        .await;
+    c.wait_same_last_committed(REPLICATION_TIMEOUT).await;
+
+    let mut inserter = c.conn(0).await;
+    let mut deleter = c.conn(1).await;
+    // Rounds by (insert outcome, delete outcome).
+    let mut tally: BTreeMap<(Outcome, Outcome), u32> = BTreeMap::new();
+    let mut parents: BTreeSet<i32> = (1..=ROUNDS).collect();
+    let mut children: BTreeSet<i32> = BTreeSet::new();
+    for k in 1..=ROUNDS {
+        let insert = format!("INSERT INTO child (id, parent_id) VALUES ({k}, {k})");
+        let delete = format!("DELETE FROM parent WHERE id = {k}");
+        let (ri, rd) = tokio::join!(inserter.exec(&insert), deleter.exec(&delete));
+        let oi = fk_outcome(&ri, 1452, &format!("round {k}: {insert} through node1"), &c);
+        let od = fk_outcome(&rd, 1451, &format!("round {k}: {delete} through node2"), &c);
+        assert!(
+            !(oi == Outcome::Ok && od == Outcome::Ok),
+            "round {k}: the child insert and the parent delete both committed\n{}",
+            c.logs()
+        );
+        if od == Outcome::Ok {
+            assert_eq!(
+                deleter.affected_rows(),
+                1,
+                "round {k}: the delete removed the parent"
+            );
+            parents.remove(&k);
+        }
+        if oi == Outcome::Ok {
+            children.insert(k);
+        }
+        *tally.entry((oi, od)).or_default() += 1;
+        // A session that lost to a replicated write-set is closed after
+        // its 1213.
+        if ri.is_err() && inserter.exec("DO 0").await.is_err() {
+            inserter.reopen(c.opts(0)).await;
+        }
+        if rd.is_err() && deleter.exec("DO 0").await.is_err() {
+            deleter.reopen(c.opts(1)).await;
+        }
+    }
+    let inserts_won = children.len();
+    let deletes_won = ROUNDS as usize - parents.len();
+    eprintln!(
+        "{ROUNDS} rounds: the insert won {inserts_won}, the delete won {deletes_won}; \
+         by (insert, delete) outcome: {tally:?}"
+    );
+    let conflicts: u32 = tally
+        .iter()
+        .filter(|((i, d), _)| *i != Outcome::Ok || *d != Outcome::Ok)
+        .map(|(_, n)| n)
+        .sum();
+    assert!(conflicts > 0, "no round had a loser: nothing was exercised");
+    // And the race was real: in some round both statements ran before
+    // either had replicated, and the cluster decided (1213 for the loser),
+    // not the local foreign-key check.
+    let decided_by_cluster: u32 = tally
+        .iter()
+        .filter(|((i, d), _)| *i == Outcome::Conflict || *d == Outcome::Conflict)
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        decided_by_cluster > 0,
+        "every round was decided by a local foreign-key check: the two statements never \
+         raced ({tally:?})"
+    );
+
+    // Every acknowledged write is there, every node has the same rows, and
+    // no child lost its parent.
+    let parent_rows: Vec<i32> = parents.iter().copied().collect();
+    let child_rows: Vec<i32> = children.iter().copied().collect();
+    c.wait_rows_everywhere("SELECT id FROM d.parent ORDER BY id", &parent_rows)
+        .await;
+    c.wait_rows_everywhere("SELECT id FROM d.child ORDER BY id", &child_rows)
+        .await;
+    c.wait_same_last_committed(REPLICATION_TIMEOUT).await;
+    for i in 0..c.len() {
+        let orphans: Option<Vec<i64>> = c
+            .query_server(
+                i,
+                "SELECT COUNT(*) FROM d.child LEFT JOIN d.parent ON parent.id = child.parent_id \
+                 WHERE parent.id IS NULL",
+            )
+            .await;
+        assert_eq!(orphans, Some(vec![0]), "orphaned children on node{}", i + 1);
+    }
+    c.assert_tables_identical(&["parent", "child"]).await;
+}
+
+/// An HAProxy process, killed on drop.
+struct Haproxy {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Haproxy {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// HAProxy in front of the cluster's client ports on `127.0.0.1:port`,
+/// health-checking each node's `/health`.
+fn start_haproxy(c: &ReplicationCluster, dir: &std::path::Path, port: u16) -> Haproxy {
+    let mut servers = String::new();
+    for i in 0..c.len() {
+        let sidecar = c.sidecar(i);
+        let http_port = c
+            .http_address(i)
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .expect("HTTP port");
+        servers.push_str(&format!(
+            "  server node{} {}:{} check port {http_port}\n",
+            i + 1,
+            sidecar.host,
+            sidecar.port
+        ));
+    }
+    let config = format!(
+        "global\n\
+         \x20 maxconn 256\n\
+         defaults\n\
+         \x20 mode tcp\n\
+         \x20 timeout connect 2s\n\
+         \x20 timeout client 120s\n\
+         \x20 timeout server 120s\n\
+         \x20 retries 3\n\
+         \x20 option redispatch\n\
+         frontend mariadb\n\
+         \x20 bind 127.0.0.1:{port}\n\
+         \x20 default_backend nodes\n\
+         backend nodes\n\
+         \x20 balance roundrobin\n\
+         \x20 option httpchk GET /health\n\
+         \x20 http-check expect status 200\n\
+         \x20 default-server inter 200 fall 2 rise 2 on-marked-down shutdown-sessions\n\
+         {servers}"
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, config).expect("haproxy.cfg");
+    let log = dir.join("haproxy.log");
+    let out = std::fs::File::create(&log).expect("haproxy log");
+    let child = std::process::Command::new("haproxy")
+        .arg("-f")
+        .arg(&path)
+        .arg("-db")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("haproxy log"))
+        .stderr(out)
+        .spawn()
+        .expect("haproxy (scripts/deps.sh installs it)");
+    Haproxy { child, log }
+}
+
+/// What the client loop saw.
+#[derive(Debug, Default)]
+struct LoopRecord {
+    /// Acknowledged inserts: id, and when.
+    acknowledged: Vec<(i64, Instant)>,
+    /// Failed attempts: when, and the error.
+    errors: Vec<(Instant, String)>,
+    /// The node (server_id) of the last acknowledged insert.
+    last_server: Option<u32>,
+}
+
+/// Whether a client may see `e` while a node dies behind HAProxy: the
+/// connection breaks or cannot be made, or the node is (for a moment)
+/// outside the primary component, or a conflict.
+fn expected_during_failover(e: &mysql_async::Error) -> bool {
+    match e {
+        mysql_async::Error::Server(s) => matches!(s.code, 1047 | 1213),
+        mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => true,
+        _ => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_keeps_a_client_loop_working_while_a_node_dies() {
+    const SUCCESSES_AFTER_KILL: usize = 200;
+    const MAX_STALL: Duration = Duration::from_secs(10);
+    const MAX_ERRORS: usize = 60;
+    let timing = [
+        "--heartbeat-ms",
+        "100",
+        "--election-timeout-min-ms",
+        "500",
+        "--election-timeout-max-ms",
+        "1000",
+    ];
+    let mut c = ReplicationCluster::start_with(3, &timing).await;
+    c.conn(0)
+        .await
+        .run("CREATE TABLE t (id BIGINT PRIMARY KEY, server INT NOT NULL)")
+        .await;
+    c.wait_table_everywhere("t").await;
+    c.wait_same_last_committed(REPLICATION_TIMEOUT).await;
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let port = e2e::ports::free_port();
+    let haproxy = start_haproxy(&c, dir.path(), port);
+    let front = c.opts(0).ip_or_hostname("127.0.0.1").tcp_port(port);
+    // HAProxy is up and sees every node healthy once connections through
+    // it reach all three servers (round robin).
+    c.eventually(
+        "HAProxy to route to every node",
+        REPLICATION_TIMEOUT,
+        async || {
+            let mut seen = BTreeSet::new();
+            for _ in 0..6 {
+                let mut conn = mysql_async::Conn::new(front.clone()).await.ok()?;
+                let id: Option<u32> = conn.query_first("SELECT @@server_id").await.ok()?;
+                seen.insert(id?);
+                let _ = conn.disconnect().await;
+            }
+            (seen.len() == 3).then_some(())
+        },
+    )
+    .await;
+
+    // The client loop: one connection through HAProxy, reconnected after
+    // any error; each iteration one autocommit INSERT of a fresh id.
+    let record = Arc::new(std::sync::Mutex::new(LoopRecord::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let (record, stop, front) = (record.clone(), stop.clone(), front.clone());
+        tokio::spawn(async move {
+            let mut conn: Option<mysql_async::Conn> = None;
+            let mut next_id: i64 = 1;
+            let mut failures: u32 = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let attempt = async {
+                    if conn.is_none() {
+                        conn = Some(mysql_async::Conn::new(front.clone()).await?);
+                    }
+                    let c = conn.as_mut().expect("connection");
+                    c.query_drop(format!("INSERT INTO t VALUES ({next_id}, @@server_id)"))
+                        .await?;
+                    let server: Option<u32> = c.query_first("SELECT @@server_id").await?;
+                    Ok::<_, mysql_async::Error>(server)
+                };
+                let outcome = tokio::time::timeout(Duration::from_secs(30), attempt).await;
+                let now = Instant::now();
+                {
+                    let mut r = record.lock().expect("record");
+                    match outcome {
+                        Ok(Ok(server)) => {
+                            r.acknowledged.push((next_id, now));
+                            r.last_server = server;
+                        }
+                        Ok(Err(e)) => {
+                            if !expected_during_failover(&e) {
+                                r.errors.push((now, format!("UNEXPECTED: {e:?}")));
+                            } else {
+                                r.errors.push((now, format!("{e}")));
+                            }
+                            conn = None;
+                        }
+                        Err(_) => {
+                            r.errors
+                                .push((now, "UNEXPECTED: no answer within 30 s".into()));
+                            conn = None;
+                        }
+                    }
+                }
+                // Each id is tried once: an insert whose outcome is unknown
+                // (the connection broke during it) is not retried.
+                next_id += 1;
+                if conn.is_none() {
+                    // A client's reconnect backoff: 20 ms, doubling with
+                    // each failure in a row up to 200 ms.
+                    failures += 1;
+                    let backoff = 20u64 << (failures - 1).min(4);
+                    tokio::time::sleep(Duration::from_millis(backoff.min(200))).await;
+                } else {
+                    failures = 0;
+                }
+            }
+        })
+    };
+
+    // Let the loop run, then kill the node it is connected to. (When that
+    // node leads the group, the survivors are outside the primary
+    // component until they elect a new leader — DESIGN.md's rule: 1047,
+    // and `/health` 503 on both, so HAProxy briefly has no server up and
+    // closes new connections — which bounds the stall by the election
+    // timeout plus HAProxy's `rise`.)
+    let acked = |r: &std::sync::Mutex<LoopRecord>| r.lock().expect("record").acknowledged.len();
+    c.eventually(
+        "100 inserts through HAProxy",
+        REPLICATION_TIMEOUT,
+        async || (acked(&record) >= 100).then_some(()),
+    )
+    .await;
+    let victim = record
+        .lock()
+        .expect("record")
+        .last_server
+        .expect("the loop's server") as usize
+        - 1;
+    let before_kill = acked(&record);
+    let killed_at = Instant::now();
+    c.kill(victim).await;
+    eprintln!("killed node{}'s replicator", victim + 1);
+
+    // HAProxy marks it down (its /health no longer answers) ...
+    let down = format!("nodes/node{} is DOWN", victim + 1);
+    let marked_down = c
+        .eventually(
+            "HAProxy to mark the killed node down",
+            REPLICATION_TIMEOUT,
+            async || haproxy.log().contains(&down).then(|| killed_at.elapsed()),
+        )
+        .await;
+    eprintln!(
+        "HAProxy marked node{} down {marked_down:?} after the kill",
+        victim + 1
+    );
+    // ... and the loop goes on through the other two.
+    let marked_down_at = Instant::now();
+    c.eventually(
+        &format!("{SUCCESSES_AFTER_KILL} inserts after HAProxy marked the node down"),
+        REPLICATION_TIMEOUT,
+        async || {
+            let r = record.lock().expect("record");
+            let after = r
+                .acknowledged
+                .iter()
+                .filter(|(_, at)| *at > marked_down_at)
+                .count();
+            (after >= SUCCESSES_AFTER_KILL).then_some(())
+        },
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::timeout(Duration::from_secs(60), client)
+        .await
+        .expect("the client loop stops")
+        .expect("client loop task");
+
+    // The loop has stopped: its record is final.
+    let r = std::mem::take(&mut *record.lock().expect("record"));
+    let after_kill = r.acknowledged.len() - before_kill;
+    // The longest time without an acknowledged insert, from the kill on.
+    let mut last = killed_at;
+    let mut stall = Duration::ZERO;
+    for (_, at) in r.acknowledged.iter().filter(|(_, at)| *at > killed_at) {
+        stall = stall.max(at.duration_since(last));
+        last = *at;
+    }
+    let errors_window = r
+        .errors
+        .last()
+        .map(|(at, _)| at.saturating_duration_since(killed_at));
+    eprintln!(
+        "{} inserts acknowledged ({before_kill} before the kill, {after_kill} after); \
+         {} errors, the last {errors_window:?} after the kill; longest stall {stall:?}; \
+         errors: {:?}",
+        r.acknowledged.len(),
+        r.errors.len(),
+        r.errors
+            .iter()
+            .map(|(at, e)| format!("+{:?}: {e}", at.saturating_duration_since(killed_at)))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        r.errors.iter().all(|(at, _)| *at >= killed_at),
+        "errors before the kill: {:?}",
+        r.errors
+    );
+    assert!(
+        r.errors.iter().all(|(_, e)| !e.starts_with("UNEXPECTED")),
+        "only connection errors, 1047 or 1213 are expected: {:?}",
+        r.errors
+    );
+    assert!(
+        r.errors.len() <= MAX_ERRORS,
+        "{} errors around one node's death: {:?}",
+        r.errors.len(),
+        r.errors
+    );
+    assert!(
+        r.errors
+            .iter()
+            .all(|(at, _)| at.duration_since(killed_at) < MAX_STALL),
+        "errors long after the kill: {:?}",
+        r.errors
+    );
+    assert!(
+        stall < MAX_STALL,
+        "the client loop stalled for {stall:?} after the kill\n{}",
+        c.logs()
+    );
+    assert!(after_kill >= SUCCESSES_AFTER_KILL);
+
+    // No acknowledged insert is lost: every one is on both survivors.
+    let survivors: Vec<usize> = (0..c.len()).filter(|&i| i != victim).collect();
+    let ids: BTreeSet<i64> = r.acknowledged.iter().map(|(id, _)| *id).collect();
+    c.wait_same_last_committed_on(&survivors, REPLICATION_TIMEOUT)
+        .await;
+    for &i in &survivors {
+        let present: Vec<i64> = c
+            .query_server(i, "SELECT id FROM d.t ORDER BY id")
+            .await
+            .expect("rows on a survivor");
+        let present: BTreeSet<i64> = present.into_iter().collect();
+        let lost: Vec<&i64> = ids.difference(&present).collect();
+        assert!(
+            lost.is_empty(),
+            "node{} lacks acknowledged inserts {lost:?}\n{}",
+            i + 1,
+            c.logs()
+        );
+    }
+    drop(haproxy);
+}
