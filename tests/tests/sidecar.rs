@@ -382,7 +382,8 @@ async fn every_kind_of_client_works_through_the_replicator() {
             "-N",
             "-B",
             "-e",
-            "SHOW GLOBAL STATUS LIKE 'wsrep_ready'; SHOW STATUS LIKE 'wsrep_cluster_s%'",
+            "SHOW GLOBAL STATUS LIKE 'wsrep_ready'; SHOW STATUS LIKE 'wsrep_cluster_s%s'; \
+             SHOW STATUS LIKE 'wsrep_cluster_si_e'",
         ])
         .output()
         .await
