@@ -522,6 +522,12 @@ pub async fn record_replay(
     .await
 }
 
+/// Remove `xid`'s replay record, if any (it commits in place after all).
+pub async fn forget_replay(pool: &mysql_async::Pool, xid: &str) -> Result<(), mysql_async::Error> {
+    let mut conn = pool.get_conn().await?;
+    conn.exec_drop(REPLAY_DONE, (xid,)).await
+}
+
 /// Whether `xid` has a replay record: its local transaction was (or is
 /// about to be) rolled back and its write-set not yet committed here.
 pub async fn replay_pending(

@@ -893,8 +893,17 @@ impl Pipeline {
                         }
                         Err(e) => {
                             // Keep the locks: the applier waiting for them
-                            // times out and retries; the commit goes on.
+                            // times out and retries; the commit goes on. A
+                            // record that was written although its answer
+                            // was lost must not outlive this commit.
                             tracing::warn!(seqno, %xid, error = %e, "cannot record a replay; not giving way");
+                            if let Err(e) = crate::apply::forget_replay(&self.admin, xid).await {
+                                self.stop(format!(
+                                    "a replay record of {xid} (seqno {seqno}) may exist and \
+                                     cannot be removed ({e}); stopping rather than let recovery \
+                                     replay a committed transaction"
+                                ));
+                            }
                             self.wait_turn(seqno).await;
                         }
                     }
