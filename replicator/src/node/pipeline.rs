@@ -898,11 +898,14 @@ impl Pipeline {
                             // was lost must not outlive this commit.
                             tracing::warn!(seqno, %xid, error = %e, "cannot record a replay; not giving way");
                             if let Err(e) = crate::apply::forget_replay(&self.admin, xid).await {
-                                self.stop(format!(
+                                // Left prepared: recovery finds the record
+                                // (if it exists) and replays consistently.
+                                let why = format!(
                                     "a replay record of {xid} (seqno {seqno}) may exist and \
-                                     cannot be removed ({e}); stopping rather than let recovery \
-                                     replay a committed transaction"
-                                ));
+                                     cannot be removed ({e}); stopping so that recovery decides"
+                                );
+                                self.stop(why.clone());
+                                return Err(CommitError::Indeterminate(why));
                             }
                             self.wait_turn(seqno).await;
                         }
