@@ -206,15 +206,16 @@ impl BfAborter {
     /// to kill is marked aborted first, under the same lock a session
     /// registers under, so it can no longer become a holder.
     fn classify(&self, id: u32, seqno: u64) -> Blocker {
-        // 0: a prepared transaction no connection holds.
-        if id == 0 || self.appliers.lock().expect("appliers lock").contains(&id) {
-            return Blocker::Wait;
-        }
         let mut registry = self.registry.lock().expect("registry lock");
         match registry.holding.get(&id) {
             // An earlier write-set commits first by itself.
             Some((other, _)) if *other < seqno => Blocker::Wait,
             Some((other, give_way)) => Blocker::GiveWay(*other, give_way.clone()),
+            // 0: a prepared transaction no connection holds; an applier
+            // between write-sets holds nothing of one.
+            None if id == 0 || self.appliers.lock().expect("appliers lock").contains(&id) => {
+                Blocker::Wait
+            }
             None => {
                 registry.aborted.insert(id);
                 Blocker::Kill
@@ -571,6 +572,60 @@ fn session_assignment(name: &str, value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An applier whose pools never connect (the registry is pure).
+    fn applier() -> Applier {
+        let opts = mysql_async::OptsBuilder::default().ip_or_hostname("127.0.0.1");
+        Applier::new(opts.into(), 2)
+    }
+
+    fn is_give_way(b: &Blocker, later: u64) -> bool {
+        matches!(b, Blocker::GiveWay(s, _) if *s == later)
+    }
+
+    #[tokio::test]
+    async fn a_connection_chosen_to_be_killed_can_no_longer_claim_its_locks() {
+        let a = applier();
+        assert!(matches!(a.aborter.classify(7, 10), Blocker::Kill));
+        assert!(a.hold(7, u64::MAX).is_none(), "it must not prepare");
+        assert!(a.was_aborted(7), "its session is told once");
+        assert!(!a.was_aborted(7));
+    }
+
+    #[tokio::test]
+    async fn a_claimed_connection_gives_way_to_earlier_write_sets_only() {
+        let a = applier();
+        let claim = a.hold(7, u64::MAX).expect("not aborted");
+        // Not ordered yet: later than every write-set being applied.
+        assert!(is_give_way(&a.aborter.classify(7, 10), u64::MAX));
+        claim.ordered_as(12);
+        assert!(is_give_way(&a.aborter.classify(7, 10), 12));
+        assert!(matches!(a.aborter.classify(7, 15), Blocker::Wait));
+        // The ask reaches the claim.
+        if let Blocker::GiveWay(_, notify) = a.aborter.classify(7, 10) {
+            notify.notify_one();
+        }
+        tokio::time::timeout(Duration::from_secs(1), claim.asked_to_give_way())
+            .await
+            .expect("asked to give way");
+        // Never killed while claimed; once the claim is dropped it can be.
+        assert!(!a.was_aborted(7));
+        drop(claim);
+        assert!(matches!(a.aborter.classify(7, 10), Blocker::Kill));
+    }
+
+    #[tokio::test]
+    async fn appliers_and_detached_prepared_transactions_are_never_killed() {
+        let a = applier();
+        let applying = a.aborter.hold_as_applier(3, 20);
+        assert!(matches!(a.aborter.classify(3, 30), Blocker::Wait));
+        // An applier of a later write-set gives way to an earlier one.
+        assert!(is_give_way(&a.aborter.classify(3, 10), 20));
+        drop(applying);
+        assert!(matches!(a.aborter.classify(3, 10), Blocker::Wait));
+        assert!(matches!(a.aborter.classify(0, 10), Blocker::Wait));
+        assert!(!a.was_aborted(3) && !a.was_aborted(0));
+    }
 
     #[test]
     fn identifiers_are_quoted() {
