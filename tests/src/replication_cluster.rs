@@ -88,7 +88,7 @@ async fn start_server(i: usize, port: u16) -> TestServer {
 
 impl ReplicationCluster {
     /// Start `n` nodes and wait until every one serves clients and sees
-    /// `n` voters in a primary component.
+    /// `n` voters in a primary component, Synced.
     pub async fn start(n: usize) -> Self {
         Self::start_with(n, &[]).await
     }
@@ -153,6 +153,7 @@ impl ReplicationCluster {
             dir,
         };
         cluster.wait_cluster_size(n, SETUP_TIMEOUT).await;
+        cluster.wait_synced(SETUP_TIMEOUT).await;
         cluster
     }
 
@@ -305,6 +306,22 @@ impl ReplicationCluster {
                     (s.get("wsrep_cluster_size")? == &n.to_string()
                         && s.get("wsrep_cluster_status")? == "Primary")
                         .then_some(())
+                },
+            )
+            .await;
+        }
+    }
+
+    /// Wait until every node reports itself Synced (caught up with what
+    /// the cluster committed when it became primary).
+    pub async fn wait_synced(&self, timeout: Duration) {
+        for i in 0..self.len() {
+            self.eventually(
+                &format!("node{} to be Synced", i + 1),
+                timeout,
+                async || {
+                    let s = self.status(i).await?;
+                    (s.get("wsrep_local_state_comment")? == "Synced").then_some(())
                 },
             )
             .await;
