@@ -297,33 +297,34 @@ impl ReplicationCluster {
     /// Wait until every node answers through its replicator with
     /// `wsrep_cluster_size` = `n` and `wsrep_cluster_status` = Primary.
     pub async fn wait_cluster_size(&self, n: usize, timeout: Duration) {
-        for i in 0..self.len() {
-            self.eventually(
-                &format!("node{} to report {n} voters, primary", i + 1),
-                timeout,
-                async || {
-                    let s = self.status(i).await?;
-                    (s.get("wsrep_cluster_size")? == &n.to_string()
-                        && s.get("wsrep_cluster_status")? == "Primary")
-                        .then_some(())
-                },
-            )
-            .await;
-        }
+        let n = n.to_string();
+        self.wait_every_node(&format!("report {n} voters, primary"), timeout, |s| {
+            s.get("wsrep_cluster_size") == Some(&n)
+                && s.get("wsrep_cluster_status").map(String::as_str) == Some("Primary")
+        })
+        .await;
     }
 
     /// Wait until every node reports itself Synced (caught up with what
     /// the cluster committed when it became primary).
     pub async fn wait_synced(&self, timeout: Duration) {
+        self.wait_every_node("be Synced", timeout, |s| {
+            s.get("wsrep_local_state_comment").map(String::as_str) == Some("Synced")
+        })
+        .await;
+    }
+
+    /// Wait until every node's `wsrep%` status satisfies `done`.
+    async fn wait_every_node(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&BTreeMap<String, String>) -> bool,
+    ) {
         for i in 0..self.len() {
-            self.eventually(
-                &format!("node{} to be Synced", i + 1),
-                timeout,
-                async || {
-                    let s = self.status(i).await?;
-                    (s.get("wsrep_local_state_comment")? == "Synced").then_some(())
-                },
-            )
+            self.eventually(&format!("node{} to {what}", i + 1), timeout, async || {
+                done(&self.status(i).await?).then_some(())
+            })
             .await;
         }
     }
