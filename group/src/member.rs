@@ -85,6 +85,11 @@ pub struct MemberStatus {
     /// Members holding new proposals (flow control), as the leader last
     /// reported them.
     pub flow_control_paused_by: Vec<u64>,
+    /// The membership is a single configuration (not a joint one in the
+    /// middle of a change) and is committed. Until then a member that was
+    /// just added may not count towards quorum yet: taking another member
+    /// down before this is true can stall the group.
+    pub membership_settled: bool,
 }
 
 /// A member as listed by [`GroupMember::status`].
@@ -659,6 +664,11 @@ pub(crate) fn status_of(inner: &Inner) -> MemberStatus {
         members,
         cluster_uuid: inner.identity.lock().expect("identity lock").cluster_uuid,
         conf_id: m.membership_config.log_id().as_ref().map_or(0, |l| l.index),
+        membership_settled: membership.get_joint_config().len() == 1
+            && m.membership_config
+                .log_id()
+                .as_ref()
+                .is_none_or(|l| Some(l.index) <= m.local_committed.map(|c| c.index)),
         flow_control_paused_by: if m.state == ServerState::Leader {
             inner.flow.paused_by().0
         } else {

@@ -338,6 +338,7 @@ impl LocalCluster {
         let voters = (self.servers.len() + 1).to_string();
         self.wait_every_node("count the arbitrator as a voter", |s| {
             s.get("wsrep_cluster_size") == Some(&voters)
+                && s.get("wsrep_group_membership_settled").map(String::as_str) == Some("ON")
         })
         .await
     }

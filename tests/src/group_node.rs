@@ -333,10 +333,16 @@ pub async fn cluster(
     (addrs, nodes)
 }
 
-/// Wait until `node` sees `n` voters.
+/// Wait until `node` sees `n` voters in a committed, single (not joint)
+/// membership: only then does every one of them count towards quorum.
 pub async fn wait_voters(node: &mut GroupNode, n: usize) {
-    node.wait_status(&format!("{n} voters"), SETUP_TIMEOUT, |s| {
-        s["voters"].as_array().is_some_and(|v| v.len() == n)
-    })
+    node.wait_status(
+        &format!("{n} voters, membership settled"),
+        SETUP_TIMEOUT,
+        |s| {
+            s["voters"].as_array().is_some_and(|v| v.len() == n)
+                && s["membership_settled"].as_bool() == Some(true)
+        },
+    )
     .await;
 }

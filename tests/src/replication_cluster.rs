@@ -295,12 +295,14 @@ impl ReplicationCluster {
     }
 
     /// Wait until every node answers through its replicator with
-    /// `wsrep_cluster_size` = `n` and `wsrep_cluster_status` = Primary.
+    /// `wsrep_cluster_size` = `n`, `wsrep_cluster_status` = Primary and a
+    /// settled (committed, not joint) membership.
     pub async fn wait_cluster_size(&self, n: usize, timeout: Duration) {
         let n = n.to_string();
         self.wait_every_node(&format!("report {n} voters, primary"), timeout, |s| {
             s.get("wsrep_cluster_size") == Some(&n)
                 && s.get("wsrep_cluster_status").map(String::as_str) == Some("Primary")
+                && s.get("wsrep_group_membership_settled").map(String::as_str) == Some("ON")
         })
         .await;
     }

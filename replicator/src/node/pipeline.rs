@@ -1323,6 +1323,7 @@ impl CommitService for Committer {
                 s.leader.map_or_else(String::new, |l| l.to_string()),
             ),
             ("wsrep_group_applied", s.applied.to_string()),
+            ("wsrep_group_membership_settled", on(s.membership_settled)),
             ("wsrep_local_index", index.to_string()),
             ("wsrep_last_committed", p.committed.borrow().to_string()),
             (

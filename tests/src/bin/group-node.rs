@@ -139,6 +139,7 @@ async fn main() -> Result<()> {
                             "primary": s.primary.is_primary(),
                             "voters": s.members.iter().filter(|m| m.voter).map(|m| m.node_id).collect::<Vec<_>>(),
                             "paused_by": s.flow_control_paused_by,
+                            "membership_settled": s.membership_settled,
                         }));
                     }
                     ["pause"] => member.pause_proposals(true),
