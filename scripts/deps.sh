@@ -6,7 +6,7 @@
 # failover test puts in front of the nodes). Needs root or sudo.
 set -euo pipefail
 
-packages=(mariadb-server mariadb-client mariadb-backup sysbench galera-4 galera-arbitrator-4 nftables python3-pymysql haproxy)
+packages=(mariadb-server mariadb-client mariadb-backup sysbench galera-4 galera-arbitrator-4 rsync nftables python3-pymysql haproxy)
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -274,6 +274,53 @@ impl GroupMember {
         identity.cluster_uuid.is_some() && !identity.left
     }
 
+    /// Whether this member left its cluster gracefully (it has the
+    /// cluster's UUID but is no voter any more): it must join again, never
+    /// bootstrap a new cluster.
+    pub fn has_left(&self) -> bool {
+        let identity = self.inner.identity.lock().expect("identity lock");
+        identity.cluster_uuid.is_some() && identity.left
+    }
+
+    /// Group addresses of the other members in the membership this member
+    /// knows (data members and arbitrators): where to ask to join again.
+    /// Waits (briefly) for Raft to have loaded that membership from disk.
+    pub async fn peer_addresses(&self) -> Vec<String> {
+        let me = self.node_id();
+        let _ = self
+            .inner
+            .raft
+            .wait(Some(Duration::from_secs(5)))
+            .metrics(
+                |m| m.membership_config.log_id().is_some(),
+                "the stored membership is loaded",
+            )
+            .await;
+        self.inner
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != me)
+            .map(|(_, node)| node.address.clone())
+            .collect()
+    }
+
+    /// How many voters other than this member hold data (are not
+    /// arbitrators), in the membership this member knows.
+    pub fn other_data_voters(&self) -> usize {
+        let me = self.node_id();
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership();
+        membership
+            .voter_ids()
+            .filter(|id| *id != me)
+            .filter(|id| membership.get_node(id).is_some_and(|n| !n.arbitrator))
+            .count()
+    }
+
     /// Make this member the first of a new cluster (a new UUID).
     pub async fn bootstrap(&self) -> Result<(), GroupError> {
         if self.is_member() {
@@ -509,6 +556,23 @@ impl GroupMember {
         let deadline = Instant::now() + timeout;
         loop {
             let me = self.node_id();
+            // Another member leads: ask it directly (asking Raft here
+            // would only be told to forward, and log that as an error).
+            let leader = other_leader_address(&self.inner.raft.metrics().borrow_watched());
+            if let Some(address) = leader {
+                let mut client = self.inner.group_client(&address)?;
+                let request = LeaveRequest {
+                    credentials: Some(self.inner.credentials.to_proto()),
+                };
+                if client.leave(request).await.is_ok() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(GroupError::Timeout(timeout));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
             let result = self
                 .inner
                 .raft
@@ -562,6 +626,26 @@ impl GroupMember {
     pub async fn shutdown(&self) {
         let _ = self.inner.raft.shutdown().await;
         self.server.abort();
+    }
+
+    /// If this member leads, hand leadership to a caught-up data voter and
+    /// wait (at most `timeout`) until another member leads: a graceful
+    /// stop does this first, so the group never waits out an election
+    /// timeout for the leader that left. Whether another member leads.
+    pub async fn step_down(&self, timeout: Duration) -> bool {
+        if !hand_over_leadership(&self.inner).await {
+            return false;
+        }
+        let me = self.node_id();
+        self.inner
+            .raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != me),
+                "another member leads",
+            )
+            .await
+            .is_ok()
     }
 
     /// Hand leadership to `node` (no-op unless this member leads).
@@ -885,30 +969,35 @@ async fn probe_leader_lease(inner: std::sync::Weak<Inner>) {
 
 /// An arbitrator that leads hands leadership to a data node that has the
 /// whole log.
-async fn hand_over_leadership(inner: &Inner) {
+async fn hand_over_leadership(inner: &Inner) -> bool {
     let m = inner.raft.metrics().borrow_watched().clone();
     if m.state != ServerState::Leader {
-        return;
+        return false;
     }
-    let Some(last) = m.last_log_index else { return };
+    let Some(last) = m.last_log_index else {
+        return false;
+    };
     let membership = m.membership_config.membership();
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
     let caught_up = m.replication.as_ref().and_then(|r| {
         r.iter().find_map(|(id, matched)| {
             let node = membership.get_node(id)?;
             let full = matched.map(|l| l.index) == Some(last);
-            (voters.contains(id) && !node.arbitrator && full).then_some(*id)
+            (*id != m.id && voters.contains(id) && !node.arbitrator && full).then_some(*id)
         })
     });
-    if let Some(target) = caught_up {
-        tracing::info!(
-            node = m.id,
-            to = target,
-            "arbitrator hands leadership to a caught-up data node"
-        );
-        *inner.transfer_started.lock().expect("transfer lock") = Some(tokio::time::Instant::now());
-        if let Err(e) = inner.raft.trigger().transfer_leader(target).await {
-            tracing::warn!(to = target, error = %e, "leadership transfer not started");
-        }
+    let Some(target) = caught_up else {
+        return false;
+    };
+    tracing::info!(
+        node = m.id,
+        to = target,
+        "handing leadership to a caught-up data node"
+    );
+    *inner.transfer_started.lock().expect("transfer lock") = Some(tokio::time::Instant::now());
+    if let Err(e) = inner.raft.trigger().transfer_leader(target).await {
+        tracing::warn!(to = target, error = %e, "leadership transfer not started");
+        return false;
     }
+    true
 }

@@ -85,6 +85,11 @@ pub struct RunSettings {
     /// value (Galera's wsrep_auto_increment_control) [default: true].
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub auto_increment_control: Option<bool>,
+    /// On SIGTERM, how long sessions inside a transaction may take to
+    /// finish it before their connections are closed (and their
+    /// transactions rolled back), ms [default: 5000].
+    #[arg(long)]
+    pub stop_grace_ms: Option<u64>,
     #[command(flatten)]
     pub group: GroupArgs,
 }
@@ -111,6 +116,7 @@ pub struct RunConfig {
     pub allow_tables_without_pk: bool,
     pub apply_threads: usize,
     pub auto_increment_control: bool,
+    pub stop_grace: Duration,
     pub group: GroupArgs,
 }
 
@@ -222,6 +228,9 @@ impl RunSettings {
                 .auto_increment_control
                 .or(file.auto_increment_control)
                 .unwrap_or(true),
+            stop_grace: Duration::from_millis(
+                self.stop_grace_ms.or(file.stop_grace_ms).unwrap_or(5_000),
+            ),
             group,
         })
     }

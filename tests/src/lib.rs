@@ -14,6 +14,8 @@
 //!   tables the key encoder uses, from a real server.
 
 pub mod group_node;
+pub mod haproxy;
+pub mod http;
 pub mod partition;
 pub mod replication_cluster;
 pub mod sidecar;

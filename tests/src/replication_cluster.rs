@@ -214,6 +214,20 @@ impl ReplicationCluster {
         self.nodes[i].sidecar.kill().await;
     }
 
+    /// SIGTERM node `i`'s replicator (a graceful stop) and wait until it
+    /// has exited, successfully; how long that took.
+    pub async fn stop_gracefully(&mut self, i: usize) -> Duration {
+        let started = std::time::Instant::now();
+        let status = self.nodes[i].sidecar.terminate(SETUP_TIMEOUT).await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "node{}'s replicator did not stop cleanly on SIGTERM: {status:?}\n{}",
+            i + 1,
+            self.logs()
+        );
+        started.elapsed()
+    }
+
     /// Node `i`'s replicator gets `env` (e.g. failpoints) from its next
     /// restart on; an empty `env` removes it.
     pub fn set_env(&mut self, i: usize, env: &[(&str, &str)]) {

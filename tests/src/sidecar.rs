@@ -169,6 +169,17 @@ impl Sidecar {
         let _ = self.child.wait().await;
     }
 
+    /// SIGTERM (a graceful stop), and wait up to `timeout` for the exit.
+    pub async fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        self.wait_exit(timeout).await
+    }
+
     /// The process's exit, if it has exited (e.g. stopped itself).
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         tokio::time::timeout(timeout, self.child.wait())

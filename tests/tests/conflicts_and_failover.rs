@@ -13,12 +13,10 @@
 //! the replicators' logs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use e2e::haproxy::{ClientLoop, Haproxy};
 use e2e::replication_cluster::{REPLICATION_TIMEOUT, ReplicationCluster};
-use mysql_async::prelude::*;
 
 fn code(e: &mysql_async::Error) -> Option<u16> {
     match e {
@@ -263,90 +261,6 @@ async fn fk_child_insert_vs_parent_delete_never_leaves_orphans() {
     c.assert_tables_identical(&["parent", "child"]).await;
 }
 
-/// An HAProxy process, killed on drop.
-struct Haproxy {
-    child: std::process::Child,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Haproxy {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// HAProxy in front of the cluster's client ports on `127.0.0.1:port`,
-/// health-checking each node's `/health`.
-fn start_haproxy(c: &ReplicationCluster, dir: &std::path::Path, port: u16) -> Haproxy {
-    let mut servers = String::new();
-    for i in 0..c.len() {
-        let sidecar = c.sidecar(i);
-        let http_port = c
-            .http_address(i)
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse::<u16>().ok())
-            .expect("HTTP port");
-        servers.push_str(&format!(
-            "  server node{} {}:{} check port {http_port}\n",
-            i + 1,
-            sidecar.host,
-            sidecar.port
-        ));
-    }
-    let config = format!(
-        "global\n\
-         \x20 maxconn 256\n\
-         defaults\n\
-         \x20 mode tcp\n\
-         \x20 timeout connect 2s\n\
-         \x20 timeout client 120s\n\
-         \x20 timeout server 120s\n\
-         \x20 retries 3\n\
-         \x20 option redispatch\n\
-         frontend mariadb\n\
-         \x20 bind 127.0.0.1:{port}\n\
-         \x20 default_backend nodes\n\
-         backend nodes\n\
-         \x20 balance roundrobin\n\
-         \x20 option httpchk GET /health\n\
-         \x20 http-check expect status 200\n\
-         \x20 default-server inter 200 fall 2 rise 2 on-marked-down shutdown-sessions\n\
-         {servers}"
-    );
-    let path = dir.join("haproxy.cfg");
-    std::fs::write(&path, config).expect("haproxy.cfg");
-    let log = dir.join("haproxy.log");
-    let out = std::fs::File::create(&log).expect("haproxy log");
-    let child = std::process::Command::new("haproxy")
-        .arg("-f")
-        .arg(&path)
-        .arg("-db")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("haproxy log"))
-        .stderr(out)
-        .spawn()
-        .expect("haproxy (scripts/deps.sh installs it)");
-    Haproxy { child, log }
-}
-
-/// What the client loop saw.
-#[derive(Debug, Default)]
-struct LoopRecord {
-    /// Acknowledged inserts: id, and when.
-    acknowledged: Vec<(i64, Instant)>,
-    /// Failed attempts: when, and the error.
-    errors: Vec<(Instant, String)>,
-    /// The node (server_id) of the last acknowledged insert.
-    last_server: Option<u32>,
-}
-
 /// Whether a client may see `e` while a node dies behind HAProxy: the
 /// connection breaks or cannot be made, or the node is (for a moment)
 /// outside the primary component, or a conflict.
@@ -381,86 +295,10 @@ async fn haproxy_keeps_a_client_loop_working_while_a_node_dies() {
 
     let dir = tempfile::tempdir().expect("temporary directory");
     let port = e2e::ports::free_port();
-    let haproxy = start_haproxy(&c, dir.path(), port);
+    let haproxy = Haproxy::start(&c, dir.path(), port);
     let front = c.opts(0).ip_or_hostname("127.0.0.1").tcp_port(port);
-    // HAProxy is up and sees every node healthy once connections through
-    // it reach all three servers (round robin).
-    c.eventually(
-        "HAProxy to route to every node",
-        REPLICATION_TIMEOUT,
-        async || {
-            let mut seen = BTreeSet::new();
-            for _ in 0..6 {
-                let mut conn = mysql_async::Conn::new(front.clone()).await.ok()?;
-                let id: Option<u32> = conn.query_first("SELECT @@server_id").await.ok()?;
-                seen.insert(id?);
-                let _ = conn.disconnect().await;
-            }
-            (seen.len() == 3).then_some(())
-        },
-    )
-    .await;
-
-    // The client loop: one connection through HAProxy, reconnected after
-    // any error; each iteration one autocommit INSERT of a fresh id.
-    let record = Arc::new(std::sync::Mutex::new(LoopRecord::default()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let client = {
-        let (record, stop, front) = (record.clone(), stop.clone(), front.clone());
-        tokio::spawn(async move {
-            let mut conn: Option<mysql_async::Conn> = None;
-            let mut next_id: i64 = 1;
-            let mut failures: u32 = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let attempt = async {
-                    if conn.is_none() {
-                        conn = Some(mysql_async::Conn::new(front.clone()).await?);
-                    }
-                    let c = conn.as_mut().expect("connection");
-                    c.query_drop(format!("INSERT INTO t VALUES ({next_id}, @@server_id)"))
-                        .await?;
-                    let server: Option<u32> = c.query_first("SELECT @@server_id").await?;
-                    Ok::<_, mysql_async::Error>(server)
-                };
-                let outcome = tokio::time::timeout(Duration::from_secs(30), attempt).await;
-                let now = Instant::now();
-                {
-                    let mut r = record.lock().expect("record");
-                    match outcome {
-                        Ok(Ok(server)) => {
-                            r.acknowledged.push((next_id, now));
-                            r.last_server = server;
-                        }
-                        Ok(Err(e)) => {
-                            if !expected_during_failover(&e) {
-                                r.errors.push((now, format!("UNEXPECTED: {e:?}")));
-                            } else {
-                                r.errors.push((now, format!("{e}")));
-                            }
-                            conn = None;
-                        }
-                        Err(_) => {
-                            r.errors
-                                .push((now, "UNEXPECTED: no answer within 30 s".into()));
-                            conn = None;
-                        }
-                    }
-                }
-                // Each id is tried once: an insert whose outcome is unknown
-                // (the connection broke during it) is not retried.
-                next_id += 1;
-                if conn.is_none() {
-                    // A client's reconnect backoff: 20 ms, doubling with
-                    // each failure in a row up to 200 ms.
-                    failures += 1;
-                    let backoff = 20u64 << (failures - 1).min(4);
-                    tokio::time::sleep(Duration::from_millis(backoff.min(200))).await;
-                } else {
-                    failures = 0;
-                }
-            }
-        })
-    };
+    Haproxy::wait_routing_to_all(&c, &front, 3, REPLICATION_TIMEOUT).await;
+    let client = ClientLoop::start(front, expected_during_failover);
 
     // Let the loop run, then kill the node it is connected to. (When that
     // node leads the group, the survivors are outside the primary
@@ -468,20 +306,14 @@ async fn haproxy_keeps_a_client_loop_working_while_a_node_dies() {
     // and `/health` 503 on both, so HAProxy briefly has no server up and
     // closes new connections — which bounds the stall by the election
     // timeout plus HAProxy's `rise`.)
-    let acked = |r: &std::sync::Mutex<LoopRecord>| r.lock().expect("record").acknowledged.len();
     c.eventually(
         "100 inserts through HAProxy",
         REPLICATION_TIMEOUT,
-        async || (acked(&record) >= 100).then_some(()),
+        async || (client.acknowledged() >= 100).then_some(()),
     )
     .await;
-    let victim = record
-        .lock()
-        .expect("record")
-        .last_server
-        .expect("the loop's server") as usize
-        - 1;
-    let before_kill = acked(&record);
+    let victim = client.last_server().expect("the loop's server") as usize - 1;
+    let before_kill = client.acknowledged();
     let killed_at = Instant::now();
     c.kill(victim).await;
     eprintln!("killed node{}'s replicator", victim + 1);
@@ -504,33 +336,14 @@ async fn haproxy_keeps_a_client_loop_working_while_a_node_dies() {
     c.eventually(
         &format!("{SUCCESSES_AFTER_KILL} inserts after HAProxy marked the node down"),
         REPLICATION_TIMEOUT,
-        async || {
-            let r = record.lock().expect("record");
-            let after = r
-                .acknowledged
-                .iter()
-                .filter(|(_, at)| *at > marked_down_at)
-                .count();
-            (after >= SUCCESSES_AFTER_KILL).then_some(())
-        },
+        async || (client.acknowledged_after(marked_down_at) >= SUCCESSES_AFTER_KILL).then_some(()),
     )
     .await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    tokio::time::timeout(Duration::from_secs(60), client)
-        .await
-        .expect("the client loop stops")
-        .expect("client loop task");
-
     // The loop has stopped: its record is final.
-    let r = std::mem::take(&mut *record.lock().expect("record"));
+    let r = client.finish().await;
     let after_kill = r.acknowledged.len() - before_kill;
     // The longest time without an acknowledged insert, from the kill on.
-    let mut last = killed_at;
-    let mut stall = Duration::ZERO;
-    for (_, at) in r.acknowledged.iter().filter(|(_, at)| *at > killed_at) {
-        stall = stall.max(at.duration_since(last));
-        last = *at;
-    }
+    let stall = r.longest_stall(killed_at);
     let errors_window = r
         .errors
         .last()
@@ -552,7 +365,7 @@ async fn haproxy_keeps_a_client_loop_working_while_a_node_dies() {
         r.errors
     );
     assert!(
-        r.errors.iter().all(|(_, e)| !e.starts_with("UNEXPECTED")),
+        r.unexpected().is_empty(),
         "only connection errors, 1047 or 1213 are expected: {:?}",
         r.errors
     );
@@ -578,7 +391,7 @@ async fn haproxy_keeps_a_client_loop_working_while_a_node_dies() {
 
     // No acknowledged insert is lost: every one is on both survivors.
     let survivors: Vec<usize> = (0..c.len()).filter(|&i| i != victim).collect();
-    let ids: BTreeSet<i64> = r.acknowledged.iter().map(|(id, _)| *id).collect();
+    let ids = r.acknowledged_ids();
     c.wait_same_last_committed_on(&survivors, REPLICATION_TIMEOUT)
         .await;
     for &i in &survivors {

@@ -19,11 +19,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use group::{GroupConfig, GroupMember};
+use group::{GroupConfig, GroupError, GroupMember};
 
 use crate::apply::Applier;
 use crate::capture::{Capture, CaptureConfig};
 use crate::config::RunConfig;
+use crate::proxy::shutdown::{Shutdown, StopPhase};
 use crate::proxy::transaction::CommitService;
 use crate::proxy::{Backend, ProxyConfig};
 use auto_increment::AutoIncrement;
@@ -119,25 +120,7 @@ pub async fn run(
         GroupMember::start(group, position.saturating_sub(config.certification_window))
             .await
             .map_err(|e| start_err("ordered log")(e.to_string()))?;
-    if !member.is_member() {
-        if config.bootstrap {
-            member
-                .bootstrap()
-                .await
-                .map_err(|e| start_err("bootstrap")(e.to_string()))?;
-        } else if !config.join.is_empty() {
-            member
-                .join(&config.join)
-                .await
-                .map_err(|e| start_err("join")(e.to_string()))?;
-        } else {
-            return Err(NodeError::Start(
-                "this data directory belongs to no cluster: start the first node with \
-                 --bootstrap, the others with --join HOST:PORT"
-                    .into(),
-            ));
-        }
-    }
+    enter_cluster(&member, &config).await?;
     let node_id = member.node_id();
     let capture = Capture::start(
         admin_opts(&config),
@@ -209,8 +192,12 @@ pub async fn run(
             Duration::from_millis(500),
         ))
     });
-    let service: Arc<dyn CommitService> =
-        Arc::new(Committer::new(pipeline.clone(), auto_increment));
+    let sessions = Shutdown::default();
+    let service: Arc<dyn CommitService> = Arc::new(Committer::new(
+        pipeline.clone(),
+        auto_increment,
+        sessions.clone(),
+    ));
     let http = match config.http_listen {
         Some(address) => {
             let http_listener = tokio::net::TcpListener::bind(address)
@@ -231,6 +218,7 @@ pub async fn run(
             connect_timeout: Duration::from_secs(10),
         },
         service,
+        sessions.clone(),
     ));
     tracing::info!(
         node = node_id,
@@ -241,10 +229,20 @@ pub async fn run(
         "replicator ready"
     );
     ready(listen);
-    let result = tokio::select! {
-        _ = shutdown => Ok(()),
-        r = &mut delivery => Err(flatten(r)),
-        fatal = pipeline.stopped() => Err(NodeError::Fatal(fatal)),
+    let failed = tokio::select! {
+        _ = shutdown => None,
+        r = &mut delivery => Some(flatten(r)),
+        fatal = pipeline.stopped() => Some(NodeError::Fatal(fatal)),
+    };
+    let result = match failed {
+        Some(e) => Err(e),
+        // Asked to stop: drain the sessions and leave the voters, while
+        // the pipeline goes on committing what they finish.
+        None => tokio::select! {
+            () = stop_gracefully(&sessions, &proxy, &member, &config) => Ok(()),
+            r = &mut delivery => Err(flatten(r)),
+            fatal = pipeline.stopped() => Err(NodeError::Fatal(fatal)),
+        },
     };
     proxy.abort();
     tracking.abort();
@@ -259,6 +257,140 @@ pub async fn run(
     admin.disconnect().await.ok();
     applier.disconnect().await;
     result
+}
+
+/// How long leaving the voters may take at a graceful stop.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A graceful stop: take no new clients, let open transactions finish for
+/// the grace period, close what is left (those transactions roll back),
+/// then leave the voting membership so the remaining nodes keep their
+/// quorum without this one. The last data voter stays a member: the
+/// cluster resumes from it when it comes back.
+async fn stop_gracefully(
+    sessions: &Shutdown,
+    proxy: &tokio::task::JoinHandle<()>,
+    member: &GroupMember,
+    config: &RunConfig,
+) {
+    let node = member.node_id();
+    // The accept loop returns on its own when the phase moves on.
+    sessions.advance(StopPhase::Draining);
+    proxy.abort();
+    tracing::info!(
+        node,
+        sessions = sessions.sessions(),
+        grace_ms = config.stop_grace.as_millis() as u64,
+        "stopping: no new clients; open transactions may finish"
+    );
+    let left = sessions.wait_sessions_ended(config.stop_grace).await;
+    sessions.advance(StopPhase::Closing);
+    if left > 0 {
+        tracing::info!(
+            node,
+            sessions = left,
+            "grace period over: closing sessions; their open transactions roll back"
+        );
+        let running = sessions.wait_sessions_ended(config.commit_timeout).await;
+        if running > 0 {
+            tracing::warn!(
+                node,
+                sessions = running,
+                "sessions still running a statement are cut off"
+            );
+        }
+    }
+    if member.other_data_voters() == 0 {
+        tracing::info!(
+            node,
+            "the last data voter stays a member: the cluster resumes from it"
+        );
+        return;
+    }
+    if member.step_down(LEAVE_TIMEOUT).await {
+        tracing::info!(node, "handed leadership over before leaving");
+    }
+    match member.leave(LEAVE_TIMEOUT).await {
+        Ok(()) => tracing::info!(node, "left the voters; the others keep their quorum"),
+        Err(e) => tracing::warn!(
+            node,
+            error = %e,
+            "could not leave the voters; stopping anyway (the others see a crash)"
+        ),
+    }
+}
+
+/// How long a node keeps asking to join before it gives up: every other
+/// member may be restarting too (a full-cluster restart after graceful
+/// stops), so it waits for them rather than failing at once.
+const JOIN_PATIENCE: Duration = Duration::from_secs(600);
+
+/// Make `member` part of its cluster if it is not yet: bootstrap a new
+/// cluster, join one, or — for a node that left gracefully — join its
+/// cluster again through the members it remembers (never bootstrap: its
+/// data belongs to that cluster).
+async fn enter_cluster(member: &GroupMember, config: &RunConfig) -> Result<(), NodeError> {
+    if member.is_member() {
+        return Ok(());
+    }
+    if member.has_left() {
+        let mut seeds = config.join.clone();
+        for peer in member.peer_addresses().await {
+            if !seeds.contains(&peer) {
+                seeds.push(peer);
+            }
+        }
+        tracing::info!(
+            node = member.node_id(),
+            seeds = %seeds.join(","),
+            "this node left its cluster gracefully; joining it again"
+        );
+        return join_with_retries(member, &seeds).await;
+    }
+    if config.bootstrap {
+        member
+            .bootstrap()
+            .await
+            .map_err(|e| start_err("bootstrap")(e.to_string()))
+    } else if !config.join.is_empty() {
+        join_with_retries(member, &config.join).await
+    } else {
+        Err(NodeError::Start(
+            "this data directory belongs to no cluster: start the first node with \
+             --bootstrap, the others with --join HOST:PORT"
+                .into(),
+        ))
+    }
+}
+
+/// Ask `seeds` to admit `member` until one answers (each attempt is bounded
+/// by the group's RPC timeout), for up to [`JOIN_PATIENCE`]. A refusal
+/// (wrong cluster, wrong secret) ends it at once.
+async fn join_with_retries(member: &GroupMember, seeds: &[String]) -> Result<(), NodeError> {
+    if seeds.is_empty() {
+        return Err(NodeError::Start(
+            "no member to join: give one with --join HOST:PORT".into(),
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + JOIN_PATIENCE;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match member.join(seeds).await {
+            Ok(()) => return Ok(()),
+            Err(GroupError::Refused(reason)) => return Err(start_err("join")(reason)),
+            Err(e) if tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(
+                    node = member.node_id(),
+                    error = %e,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "no member admitted this node yet; retrying"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(start_err("join")(e.to_string())),
+        }
+    }
 }
 
 fn flatten(r: Result<Result<(), Fatal>, tokio::task::JoinError>) -> NodeError {

@@ -24,6 +24,7 @@ use crate::apply::{Applier, ToiOutcome};
 use crate::capture::{Capture, CaptureError, Gtid};
 use crate::certify::{Certifier, Failure, Mode, Verdict};
 use crate::keys::certification_keys;
+use crate::proxy::shutdown::{Shutdown, StopPhase};
 use crate::proxy::transaction::{
     BoxFuture, CommitError, CommitService, Decision, ER_DEADLOCK, LockClaim,
 };
@@ -1168,11 +1169,11 @@ fn capture_refusal(e: CaptureError) -> CommitError {
 
 /// The proxy's view of the pipeline.
 #[derive(Clone)]
-pub struct Committer(pub Arc<Pipeline>, AutoIncrement);
+pub struct Committer(pub Arc<Pipeline>, AutoIncrement, Shutdown);
 
 impl Committer {
-    pub fn new(pipeline: Arc<Pipeline>, auto_increment: AutoIncrement) -> Self {
-        Self(pipeline, auto_increment)
+    pub fn new(pipeline: Arc<Pipeline>, auto_increment: AutoIncrement, shutdown: Shutdown) -> Self {
+        Self(pipeline, auto_increment, shutdown)
     }
 }
 
@@ -1280,7 +1281,13 @@ impl CommitService for Committer {
             .unwrap_or(0);
         let (state, flow_paused) = {
             let sync = p.sync.lock().expect("sync lock");
-            (sync.local_state(primary), sync.flow_control_paused())
+            let state = if self.2.phase() == StopPhase::Running {
+                sync.local_state(primary)
+            } else {
+                // Stopping: out of load balancers' rotation (`/health`).
+                (0, "Leaving")
+            };
+            (state, sync.flow_control_paused())
         };
         let uuid = s.cluster_uuid.map_or_else(
             || "00000000-0000-0000-0000-000000000000".to_string(),

@@ -12,6 +12,7 @@
 //!   `completion_type`).
 //! - [`prepared`] — statement classes of prepared statements.
 //! - [`status`] — `SHOW STATUS LIKE 'wsrep%'` answered with the node's state.
+//! - [`shutdown`] — the stop phase sessions follow, and the session count.
 //! - [`transaction`] — transactions as XA, ended through the cluster's
 //!   [`transaction::CommitService`].
 //!
@@ -24,6 +25,7 @@ pub mod packet;
 pub mod prepared;
 pub mod response;
 pub mod session;
+pub mod shutdown;
 pub mod status;
 pub mod transaction;
 pub mod wire;
@@ -37,6 +39,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 
 use session::{BoxRead, BoxWrite, Wire};
+use shutdown::{Shutdown, StopPhase};
 use transaction::{CommitService, SessionError, Transactions};
 
 /// Where the local MariaDB listens.
@@ -88,12 +91,24 @@ pub struct ProxyConfig {
 }
 
 /// Accept clients on `listener` until the task is dropped; their
-/// transactions end through `service`.
-pub async fn serve(listener: TcpListener, config: ProxyConfig, service: Arc<dyn CommitService>) {
+/// transactions end through `service`; each session follows `shutdown`'s
+/// stop phase and is counted there.
+pub async fn serve(
+    listener: TcpListener,
+    config: ProxyConfig,
+    service: Arc<dyn CommitService>,
+    shutdown: Shutdown,
+) {
     let config = Arc::new(config);
     let ids = AtomicU64::new(1);
+    let mut phase = shutdown.subscribe();
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            // Stopping: no new clients (the listener closes on return).
+            _ = phase.wait_for(|p| *p != StopPhase::Running) => return,
+        };
+        let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "accepting a client failed");
@@ -105,8 +120,11 @@ pub async fn serve(listener: TcpListener, config: ProxyConfig, service: Arc<dyn 
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let config = config.clone();
         let service = service.clone();
+        let shutdown = shutdown.clone();
+        let guard = shutdown.enter();
         tokio::spawn(async move {
-            match client_session(stream, peer, &config, service.as_ref()).await {
+            let _counted = guard;
+            match client_session(stream, peer, &config, service.as_ref(), &shutdown).await {
                 Ok(()) => tracing::debug!(session = id, %peer, "client disconnected"),
                 Err(e) => tracing::info!(session = id, %peer, error = %e, "client session ended"),
             }
@@ -119,6 +137,7 @@ async fn client_session(
     peer: SocketAddr,
     config: &ProxyConfig,
     service: &dyn CommitService,
+    shutdown: &Shutdown,
 ) -> Result<(), SessionError> {
     let (r, w) = stream.into_split();
     let client = (Box::new(r) as BoxRead, Box::new(w) as BoxWrite);
@@ -138,5 +157,5 @@ async fn client_session(
                 config.connect_timeout
             )))
         })??;
-    Transactions::new(service).serve(&mut wire).await
+    Transactions::new(service).serve(&mut wire, shutdown).await
 }

@@ -26,6 +26,7 @@ use super::packet::{Packet, ProtocolError};
 use super::prepared::Prepared;
 use super::response::Expect;
 use super::session::{Relay, Wire, expect_for, query_payload};
+use super::shutdown::{Shutdown, StopPhase, idle_session_must_end};
 use super::wire::{self, com, status};
 use crate::writeset::TOIStatement;
 
@@ -209,6 +210,8 @@ pub struct Transactions<'s> {
 
 const ER_NOT_SUPPORTED: u16 = 1235;
 pub const ER_DEADLOCK: u16 = 1213;
+/// MariaDB's "Server shutdown in progress" (SQLSTATE 08S01).
+const ER_SERVER_SHUTDOWN: u16 = 1053;
 /// What Galera answers on a node outside the primary component.
 const ER_UNKNOWN_COM_ERROR: u16 = 1047;
 /// What Galera answers when `wsrep_sync_wait` times out.
@@ -234,9 +237,42 @@ impl<'s> Transactions<'s> {
     }
 
     /// Serve the session until the client leaves.
-    pub async fn serve(&mut self, wire: &mut Wire) -> Result<(), SessionError> {
+    pub async fn serve(
+        &mut self,
+        wire: &mut Wire,
+        shutdown: &Shutdown,
+    ) -> Result<(), SessionError> {
         self.multi_statements = wire.handshake.has(wire::cap::CLIENT_MULTI_STATEMENTS);
-        while let Some(command) = wire.next_command().await? {
+        let mut phase = shutdown.subscribe();
+        loop {
+            let in_transaction = self.in_transaction();
+            let command = tokio::select! {
+                command = wire.next_command() => command?,
+                _ = phase.wait_for(|p| idle_session_must_end(*p, in_transaction)) => {
+                    tracing::debug!(
+                        connection = wire.handshake.connection_id,
+                        in_transaction,
+                        "closing an idle session: the node is stopping"
+                    );
+                    return Ok(());
+                }
+            };
+            let Some(command) = command else {
+                return Ok(());
+            };
+            if *phase.borrow() != StopPhase::Running
+                && !self.in_transaction()
+                && command.payload.first() != Some(&com::QUIT)
+            {
+                wire.error_to_client(
+                    ER_SERVER_SHUTDOWN,
+                    "08S01",
+                    "Server shutdown in progress: this node is leaving the cluster; the \
+                     statement did not run, reconnect to another node",
+                )
+                .await?;
+                return Ok(());
+            }
             match self.command(wire, command).await {
                 Ok(true) => {}
                 Ok(false) => return Ok(()),
@@ -258,7 +294,12 @@ impl<'s> Transactions<'s> {
                 }
             }
         }
-        Ok(())
+    }
+
+    /// Whether the session has a transaction (or table locks) open on its
+    /// server connection.
+    fn in_transaction(&self) -> bool {
+        self.open.is_some() || self.tables_locked
     }
 
     /// Handle one client command; false when the session is over.
