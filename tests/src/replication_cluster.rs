@@ -48,6 +48,8 @@ pub struct Node {
 pub struct ReplicationCluster {
     // Dropped before `dir` (field order): the processes die first.
     nodes: Vec<Node>,
+    /// The arbitrator (`garbd`), if started.
+    arbitrator: Option<tokio::process::Child>,
     /// The HTTP port (`/health`, `/metrics`) of every node.
     http_port: u16,
     dir: tempfile::TempDir,
@@ -149,6 +151,7 @@ impl ReplicationCluster {
         }
         let cluster = Self {
             nodes,
+            arbitrator: None,
             http_port,
             dir,
         };
@@ -212,6 +215,33 @@ impl ReplicationCluster {
     /// SIGKILL node `i`'s replicator (its MariaDB keeps running).
     pub async fn kill(&mut self, i: usize) {
         self.nodes[i].sidecar.kill().await;
+    }
+
+    /// Start the real arbitrator (`garbd`) on the next node's address,
+    /// joined through node 1, with `extra` flags (timings must match the
+    /// nodes'); returns once every node counts it as a voter.
+    pub async fn start_arbitrator(&mut self, extra: &[&str]) {
+        let seed = self.nodes[0].sidecar.group_address();
+        let port = seed.rsplit_once(':').map(|(_, p)| p).expect("group port");
+        let listen = format!("{}:{port}", host(self.nodes.len()));
+        let dir = self.dir.path().join("garbd");
+        std::fs::create_dir_all(&dir).expect("garbd dir");
+        let log = std::fs::File::create(dir.join("garbd.log")).expect("garbd log");
+        let child = tokio::process::Command::new(crate::binary("garbd"))
+            .args(["--group", "replicator", "--secret", "test-secret"])
+            .args(["--address", &seed, "--listen", &listen])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("garbd log"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start garbd");
+        self.arbitrator = Some(child);
+        self.wait_cluster_size(self.nodes.len() + 1, SETUP_TIMEOUT)
+            .await;
     }
 
     /// SIGTERM node `i`'s replicator (a graceful stop) and wait until it
