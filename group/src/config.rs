@@ -49,6 +49,10 @@ pub struct GroupConfig {
     /// written is always kept). Whichever of the two limits is reached first
     /// bounds the window. Default 1 GiB.
     pub retention_bytes: u64,
+    /// Whole segments last written longer ago than this are purged too
+    /// (the segment being written is always kept); 0 = no age limit.
+    /// Default 0.
+    pub retention_age_s: u64,
     /// How often the retention window is enforced. Default 10 s.
     pub purge_interval_ms: u64,
     /// A member that asked to pause proposals (flow control) and then falls
@@ -82,6 +86,7 @@ impl GroupConfig {
             election_timeout_max_ms: 2000,
             retention_entries: 100_000,
             retention_bytes: 1 << 30,
+            retention_age_s: 0,
             purge_interval_ms: 10_000,
             flow_control_lease_ms: 2000,
             tls: None,

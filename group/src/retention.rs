@@ -1,8 +1,9 @@
 //! The retention window: which committed entries the log may forget.
 //!
 //! Owns the periodic purge decision. Entries stay while they are inside the
-//! window (the newest `retention_entries` applied entries and at most
-//! `retention_bytes` of segments); a member that falls behind the window is
+//! window (the newest `retention_entries` applied entries, at most
+//! `retention_bytes` of segments, and — if `retention_age_s` is set — no
+//! segment last written longer ago than that); a member that falls behind the window is
 //! sent a snapshot, which for this log is only a position: "take a full
 //! state transfer up to seqno N" (see [`crate::Committed::SnapshotInstalled`]).
 //! Only whole segments are deleted (by the storage); this module never
@@ -16,14 +17,15 @@ use crate::member::Inner;
 use crate::storage::RaftLog;
 
 /// The highest index the window lets go of: everything at or below it is
-/// outside the window. `applied` bounds it (nothing unapplied is purged).
+/// outside the window. `by_log` is the point the log's own limits (bytes,
+/// age) ask for. `applied` bounds it (nothing unapplied is purged).
 pub(crate) fn purge_point(
     applied: u64,
     retention_entries: u64,
-    by_bytes: Option<u64>,
+    by_log: Option<u64>,
 ) -> Option<u64> {
     let by_entries = applied.checked_sub(retention_entries).filter(|i| *i > 0);
-    let point = by_entries.max(by_bytes)?;
+    let point = by_entries.max(by_log)?;
     Some(point.min(applied))
 }
 
@@ -38,8 +40,16 @@ pub(crate) async fn enforce(inner: Weak<Inner>, log: RaftLog) {
         let m = strong.raft.metrics().borrow_watched().clone();
         let applied = m.last_applied.map_or(0, |l| l.index);
         let by_bytes = log.purge_point_for_bytes(strong.config.retention_bytes);
+        let by_age = (strong.config.retention_age_s > 0)
+            .then(|| {
+                log.purge_point_for_age(std::time::Duration::from_secs(
+                    strong.config.retention_age_s,
+                ))
+            })
+            .flatten();
+        let by_log = by_bytes.max(by_age);
         let purged = m.purged.map_or(0, |l| l.index);
-        if let Some(point) = purge_point(applied, strong.config.retention_entries, by_bytes)
+        if let Some(point) = purge_point(applied, strong.config.retention_entries, by_log)
             && point > purged
         {
             if m.snapshot.map_or(0, |l| l.index) < point {

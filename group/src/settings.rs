@@ -34,6 +34,10 @@ pub struct GroupArgs {
     /// Bytes of log kept on disk at most (whole segments) [default: 1 GiB].
     #[arg(long)]
     pub retention_bytes: Option<u64>,
+    /// Also purge whole log segments last written longer ago than this,
+    /// seconds; 0 = no age limit [default: 0].
+    #[arg(long)]
+    pub retention_age_s: Option<u64>,
     /// How often the retention window is enforced, ms [default: 10000].
     #[arg(long)]
     pub purge_interval_ms: Option<u64>,
@@ -84,6 +88,7 @@ impl GroupArgs {
         set(&mut config.rpc_timeout_ms, self.rpc_timeout_ms);
         set(&mut config.retention_entries, self.retention_entries);
         set(&mut config.retention_bytes, self.retention_bytes);
+        set(&mut config.retention_age_s, self.retention_age_s);
         set(&mut config.purge_interval_ms, self.purge_interval_ms);
         set(&mut config.segment_bytes, self.segment_bytes);
         if self.tls().is_some() {
@@ -105,6 +110,7 @@ impl GroupArgs {
             rpc_timeout_ms: self.rpc_timeout_ms.or(fallback.rpc_timeout_ms),
             retention_entries: self.retention_entries.or(fallback.retention_entries),
             retention_bytes: self.retention_bytes.or(fallback.retention_bytes),
+            retention_age_s: self.retention_age_s.or(fallback.retention_age_s),
             purge_interval_ms: self.purge_interval_ms.or(fallback.purge_interval_ms),
             segment_bytes: self.segment_bytes.or(fallback.segment_bytes),
             tls_ca: self.tls_ca.or(fallback.tls_ca),

@@ -121,6 +121,15 @@ impl RaftLog {
             .purge_point_for_bytes(max_bytes)
     }
 
+    /// See [`LogStore::purge_point_for_age`].
+    pub fn purge_point_for_age(&self, max_age: std::time::Duration) -> Option<u64> {
+        self.shared
+            .log
+            .lock()
+            .expect("log lock")
+            .purge_point_for_age(max_age, std::time::SystemTime::now())
+    }
+
     pub fn dir(&self) -> &Path {
         &self.shared.dir
     }

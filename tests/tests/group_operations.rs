@@ -221,6 +221,38 @@ async fn t86_retention_bytes_bound_the_log_on_disk() {
     nodes[0].propose("still-works", T).await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t87_retention_age_purges_old_segments_but_keeps_the_current_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = [
+        "--retention-age-s",
+        "1",
+        "--purge-interval-ms",
+        "100",
+        "--segment-bytes",
+        "2048",
+    ];
+    let (_addrs, mut nodes) = cluster(dir.path(), "t87", 1, &settings).await;
+    let n0 = dir.path().join("n0");
+    for i in 0..200 {
+        nodes[0]
+            .propose(&format!("entry-with-some-payload-{i:06}"), T)
+            .await
+            .unwrap();
+    }
+    // Far below the entry and byte limits: only age can purge. Once the
+    // closed segments are over a second old they go; the one being
+    // written stays, however old.
+    wait_until("the old segments to be purged by age", || {
+        // (At most one more: an empty segment opened at a rollover.)
+        let starts = segment_starts(&n0);
+        starts.len() <= 2 && starts.first().is_some_and(|first| *first > 100)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: segments {:?}", segment_starts(&n0)));
+    nodes[0].propose("still-works", T).await.unwrap();
+}
+
 /// A CA, and a certificate + key it signed for the given IP addresses.
 struct TestPki {
     ca: PathBuf,

@@ -350,6 +350,24 @@ impl LogStore {
         None
     }
 
+    /// The purge point that drops every whole segment last written before
+    /// `now - max_age`: the last index of the newest such segment. The
+    /// segment being written is always kept.
+    pub fn purge_point_for_age(
+        &self,
+        max_age: std::time::Duration,
+        now: std::time::SystemTime,
+    ) -> Option<u64> {
+        let cutoff = now.checked_sub(max_age)?;
+        let mut with_entries = self.segments.iter().filter(|s| !s.is_empty());
+        // The newest segment with entries stays, whatever its age.
+        let _newest = with_entries.next_back()?;
+        with_entries
+            .filter(|s| s.last_write() <= cutoff)
+            .map(|s| s.next_index() - 1)
+            .next_back()
+    }
+
     /// Total bytes of all segment files.
     pub fn disk_bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.len_bytes()).sum()

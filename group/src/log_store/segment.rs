@@ -4,6 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use super::{LogError, io_err};
 
@@ -39,6 +40,9 @@ pub struct Segment {
     len: u64,
     /// Records written since the last sync.
     unsynced: bool,
+    /// When a record was last written (the file's mtime when recovered):
+    /// retention by age purges whole segments by it.
+    last_write: SystemTime,
 }
 
 /// What parsing found at one offset.
@@ -92,6 +96,7 @@ impl Segment {
             offsets: Vec::new(),
             len: 0,
             unsynced: false,
+            last_write: SystemTime::now(),
         })
     }
 
@@ -163,6 +168,10 @@ impl Segment {
             }
         }
         let len = at as u64;
+        let last_write = file
+            .metadata()
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|_| SystemTime::now());
         Ok((
             Self {
                 path,
@@ -171,6 +180,7 @@ impl Segment {
                 offsets,
                 len,
                 unsynced: false,
+                last_write,
             },
             torn,
         ))
@@ -197,6 +207,11 @@ impl Segment {
         self.len
     }
 
+    /// When a record was last written.
+    pub fn last_write(&self) -> SystemTime {
+        self.last_write
+    }
+
     pub fn append(&mut self, index: u64, payload: &[u8]) -> Result<(), LogError> {
         debug_assert_eq!(index, self.next_index());
         if payload.len() > MAX_PAYLOAD {
@@ -215,6 +230,7 @@ impl Segment {
             .map_err(io_err(&self.path))?;
         self.offsets.push(self.len);
         self.len += record.len() as u64;
+        self.last_write = SystemTime::now();
         self.unsynced = true;
         Ok(())
     }

@@ -139,6 +139,31 @@ fn the_bytes_window_keeps_the_newest_segments_within_the_limit() {
 }
 
 #[test]
+fn purge_point_for_age_drops_old_segments_but_never_the_one_being_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = LogStore::open(dir.path(), small()).unwrap();
+    append_range(&mut store, 1..=60);
+    let hour = std::time::Duration::from_secs(3600);
+    let now = std::time::SystemTime::now();
+    assert_eq!(
+        store.purge_point_for_age(hour, now),
+        None,
+        "nothing is an hour old"
+    );
+    // An hour later every segment is old; the newest one still stays.
+    let later = now + 2 * hour;
+    let point = store.purge_point_for_age(hour, later).unwrap();
+    assert!(point < 60, "the segment being written is kept: {point}");
+    store.purge_through(point).unwrap();
+    assert_holds(&store, point + 1..=60);
+    assert_eq!(store.purge_point_for_age(hour, later), None);
+    // Ages survive a reopen (taken from the files).
+    drop(store);
+    let (store, _) = LogStore::open(dir.path(), small()).unwrap();
+    assert_eq!(store.purge_point_for_age(hour, now), None);
+}
+
+#[test]
 fn purging_everything_lets_the_log_restart_at_any_index() {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, _) = LogStore::open(dir.path(), small()).unwrap();
