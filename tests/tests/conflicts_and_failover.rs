@@ -261,6 +261,79 @@ async fn fk_child_insert_vs_parent_delete_never_leaves_orphans() {
     c.assert_tables_identical(&["parent", "child"]).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_schema_change_aborts_a_local_metadata_lock_holder() {
+    let c = ReplicationCluster::start(2).await;
+    let mut setup = c.conn(0).await;
+    setup
+        .run("CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)")
+        .await;
+    setup.run("INSERT INTO t VALUES (1, 0)").await;
+    c.wait_rows_everywhere("SELECT id, v FROM d.t ORDER BY id", &[(1, 0)])
+        .await;
+    c.wait_same_last_committed(REPLICATION_TIMEOUT).await;
+
+    // Node 2: an open transaction that read t holds t's metadata lock
+    // until it ends; an ALTER TABLE there must wait for it.
+    let mut holder = c.conn(1).await;
+    holder.run("BEGIN").await;
+    let _: Vec<(i32, i32)> = holder.query("SELECT id, v FROM t").await.unwrap();
+
+    // Node 1: the schema change, acknowledged by node 1's own server.
+    c.conn(0)
+        .await
+        .exec("ALTER TABLE t ADD COLUMN c INT NOT NULL DEFAULT 7")
+        .await
+        .unwrap_or_else(|e| panic!("ALTER on node1: {e}\n{}", c.logs()));
+    let acknowledged = Instant::now();
+
+    // On node 2 it must not wait out a lock timeout (the applier's is
+    // 10 s, after which it would fail there only): the holder gives way.
+    let deadline = acknowledged + REPLICATION_TIMEOUT;
+    let applied_after = loop {
+        let columns: Option<Vec<String>> = c
+            .query_server(
+                1,
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = 'd' AND TABLE_NAME = 't' ORDER BY ORDINAL_POSITION",
+            )
+            .await;
+        if columns.as_deref().is_some_and(|c| c.len() == 3) {
+            break acknowledged.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ALTER never showed on node2 (columns {columns:?})\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!(
+        "node2's metadata lock holder was aborted; ALTER applied {applied_after:?} after node1's OK"
+    );
+    assert!(
+        applied_after < Duration::from_secs(5),
+        "the ALTER waited {applied_after:?} on node2's open transaction"
+    );
+    // The holder's transaction is gone: its next statement fails.
+    let e = holder
+        .exec("SELECT 1")
+        .await
+        .expect_err("the metadata lock holder survived");
+    assert!(
+        code(&e) == Some(1213) || matches!(e, mysql_async::Error::Io(_)),
+        "the holder got {e:?}"
+    );
+    assert_eq!(
+        status_number(&c, 1, "wsrep_toi_failures").await,
+        Some(0),
+        "the ALTER failed on node2\n{}",
+        c.logs()
+    );
+    c.wait_same_last_committed(REPLICATION_TIMEOUT).await;
+    c.assert_tables_identical(&["t"]).await;
+}
+
 /// Whether a client may see `e` while a node dies behind HAProxy: the
 /// connection breaks or cannot be made, or the node is (for a moment)
 /// outside the primary component, or a conflict.

@@ -93,6 +93,20 @@ pub enum ToiOutcome {
     Failed(u16, String),
 }
 
+/// Whether a connection's processlist state says it waits for a metadata
+/// lock ("Waiting for table metadata lock", "… schema metadata lock", …).
+fn waits_for_metadata_lock(state: &str) -> bool {
+    state.starts_with("Waiting for") && state.contains("metadata lock")
+}
+
+/// Server errors of a total-order statement that come from this node's
+/// own circumstances (a lock it could not get), not from the statement and
+/// the schema every node shares: the statement succeeded or will succeed
+/// elsewhere, so going on without it would diverge.
+fn local_failure(code: u16) -> bool {
+    matches!(code, 1205 | 1213)
+}
+
 /// How long an applier statement may wait before the local transactions
 /// blocking it are aborted.
 const BF_ABORT_AFTER: Duration = Duration::from_millis(100);
@@ -150,7 +164,7 @@ impl BfAborter {
     /// back, apply again after its turn comes).
     async fn abort_blockers(&self, waiter: u32, seqno: u64) -> Result<(), mysql_async::Error> {
         let mut conn = self.pool.get_conn().await?;
-        let blockers: Vec<u64> = conn
+        let mut blockers: Vec<u64> = conn
             .exec(
                 "SELECT DISTINCT b.trx_mysql_thread_id \
                  FROM information_schema.INNODB_LOCK_WAITS w \
@@ -160,6 +174,27 @@ impl BfAborter {
                 (waiter,),
             )
             .await?;
+        // A schema statement waiting for a metadata lock: the server does
+        // not say who holds it, so every open transaction is a suspect
+        // (a transaction holds its tables' metadata locks until it ends).
+        let state: Option<String> = conn
+            .exec_first(
+                "SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = ?",
+                (waiter,),
+            )
+            .await?;
+        if state.is_some_and(|s| waits_for_metadata_lock(&s)) {
+            let open: Vec<u64> = conn
+                .exec(
+                    "SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX \
+                     WHERE trx_mysql_thread_id <> ?",
+                    (waiter,),
+                )
+                .await?;
+            blockers.extend(open);
+            blockers.sort_unstable();
+            blockers.dedup();
+        }
         tracing::debug!(
             applier = waiter,
             seqno,
@@ -477,6 +512,9 @@ impl Applier {
         }
         let outcome = match self.run(&mut conn, seqno, text).await {
             Ok(()) => ToiOutcome::Ok,
+            Err(mysql_async::Error::Server(e)) if local_failure(e.code) => {
+                return Err(server(mysql_async::Error::Server(e)));
+            }
             Err(mysql_async::Error::Server(e)) => ToiOutcome::Failed(e.code, e.message),
             Err(e) => return Err(server(e)),
         };
@@ -581,6 +619,21 @@ mod tests {
 
     fn is_give_way(b: &Blocker, later: u64) -> bool {
         matches!(b, Blocker::GiveWay(s, _) if *s == later)
+    }
+
+    #[test]
+    fn metadata_lock_waits_are_recognized() {
+        assert!(waits_for_metadata_lock("Waiting for table metadata lock"));
+        assert!(waits_for_metadata_lock("Waiting for schema metadata lock"));
+        assert!(!waits_for_metadata_lock("Sending data"));
+        assert!(!waits_for_metadata_lock("altering table"));
+    }
+
+    #[test]
+    fn lock_failures_of_a_schema_statement_are_local() {
+        assert!(local_failure(1205) && local_failure(1213));
+        // Table exists / unknown table: every node fails alike.
+        assert!(!local_failure(1050) && !local_failure(1051));
     }
 
     #[tokio::test]
