@@ -525,6 +525,89 @@ impl ReplicationCluster {
             );
         }
     }
+
+    /// SIGKILL node `i`'s MariaDB (its replicator keeps running), and
+    /// reap it.
+    pub async fn kill_server(&mut self, i: usize) {
+        self.nodes[i].server.kill().await;
+    }
+
+    /// Start node `i`'s MariaDB again after [`Self::kill_server`], on the
+    /// same data directory with the same settings (so InnoDB recovers from
+    /// the crash); returns once it accepts connections.
+    pub async fn restart_server(&mut self, i: usize) {
+        assert!(
+            self.nodes[i].server.pid().is_none(),
+            "node{}'s MariaDB still runs: kill it first",
+            i + 1
+        );
+        let config = self.nodes[i].server.config().clone();
+        match MariadbServer::start(config).await {
+            Ok(server) => self.nodes[i].server.server = server,
+            Err(e) => panic!(
+                "node{}: MariaDB did not restart: {e}\n{}",
+                i + 1,
+                self.logs()
+            ),
+        }
+    }
+
+    /// How node `i`'s replicator process ended, if it has (killed, or
+    /// stopped by itself); `None` while it runs.
+    pub async fn replicator_exit(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        self.nodes[i].sidecar.wait_exit(Duration::ZERO).await
+    }
+
+    /// Start again, one node after the other in `order`, node `i`'s
+    /// MariaDB (when `servers`: after [`Self::kill_server`]) and then its
+    /// replicator, without waiting for the replicator to serve before the
+    /// next node starts (after a full-cluster crash none can before a
+    /// quorum of them runs). Returns once every replicator restarted
+    /// serves clients.
+    pub async fn restart_nodes(&mut self, order: &[usize], servers: bool) {
+        use std::future::Future;
+        use std::pin::Pin;
+        use std::task::Poll;
+
+        let logs = self.log_files();
+        let mut nodes: Vec<Option<&mut Node>> = self.nodes.iter_mut().map(Some).collect();
+        let mut starting: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = Vec::new();
+        for &i in order {
+            let node = nodes[i].take().expect("each node restarts once");
+            if servers {
+                assert!(
+                    node.server.pid().is_none(),
+                    "node{}'s MariaDB still runs: kill it first",
+                    i + 1
+                );
+                match MariadbServer::start(node.server.config().clone()).await {
+                    Ok(server) => node.server.server = server,
+                    Err(e) => panic!(
+                        "node{}: MariaDB did not restart: {e}\n{}",
+                        i + 1,
+                        logs.render()
+                    ),
+                }
+            }
+            // Its first poll starts the process; then it waits until the
+            // replicator serves clients.
+            let mut ready = Box::pin(node.sidecar.restart());
+            let done =
+                std::future::poll_fn(|cx| Poll::Ready(ready.as_mut().poll(cx).is_ready())).await;
+            if !done {
+                starting.push(ready);
+            }
+        }
+        std::future::poll_fn(|cx| {
+            starting.retain_mut(|ready| ready.as_mut().poll(cx).is_pending());
+            if starting.is_empty() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
 }
 
 /// `definition` without its table option ` AUTO_INCREMENT=N`.
