@@ -466,9 +466,6 @@ async fn wait_replicator_exit(
 /// a supervisor (here the test) starts it again once MariaDB is back. The
 /// others keep taking writes meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: a replicator whose MariaDB dies under load stops the node but often (1 run in 8 to 4 in 6 \
-            here) never exits; exact repro: \
-            a_replicator_whose_mariadb_died_exits_although_a_later_write_set_waits_for_its_turn"]
 async fn killing_one_nodes_mariadb_under_load_loses_nothing() {
     let t0 = Instant::now();
     let mut c = cluster().await;
@@ -536,8 +533,6 @@ async fn killing_one_nodes_mariadb_under_load_loses_nothing() {
 /// N's applier loses its connection and the node stops; its process must
 /// then exit, so that it can be restarted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: after a fatal stop, node::run waits forever in applier.disconnect() for the \
-            connection an applier holds while it waits for a commit turn that never comes"]
 async fn a_replicator_whose_mariadb_died_exits_although_a_later_write_set_waits_for_its_turn() {
     const VICTIM: usize = 1;
     let mut c = cluster().await;

@@ -157,6 +157,7 @@ pub async fn run(
     let mut delivery = tokio::spawn(pipeline.clone().run(log, position));
     tokio::spawn(pipeline.clone().keep_position(Duration::from_secs(1)));
     let tracking = tokio::spawn(pipeline.clone().track_sync(Duration::from_millis(100)));
+    let liveness = tokio::spawn(pipeline.clone().watch_local_server(Duration::from_secs(1)));
 
     // Catch up with the cluster, then settle what a crash left prepared,
     // before any client is served.
@@ -246,17 +247,37 @@ pub async fn run(
     };
     proxy.abort();
     tracking.abort();
+    liveness.abort();
     if let Some(spacing) = spacing {
         spacing.abort();
     }
     if let Some(http) = http {
         http.abort();
     }
-    capture.shutdown().await;
-    member.shutdown().await;
-    admin.disconnect().await.ok();
-    applier.disconnect().await;
+    // Each step is bounded: after a fatal stop, an applier may still hold
+    // a connection while it waits for a commit turn that never comes, and
+    // a pool's disconnect waits for every connection to come back.
+    bounded("binlog capture", capture.shutdown()).await;
+    bounded("ordered log", member.shutdown()).await;
+    bounded("replicator connections", async {
+        admin.disconnect().await.ok();
+    })
+    .await;
+    bounded("applier connections", applier.disconnect()).await;
     result
+}
+
+/// How long each step of stopping may take before it is abandoned (the
+/// process exits anyway; the server rolls back what its connections held).
+const STOP_STEP_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn bounded(what: &str, step: impl Future<Output = ()>) {
+    if tokio::time::timeout(STOP_STEP_TIMEOUT, step).await.is_err() {
+        tracing::warn!(
+            step = what,
+            "a stop step did not finish in time; abandoning it"
+        );
+    }
 }
 
 /// How long leaving the voters may take at a graceful stop.

@@ -670,6 +670,38 @@ impl Pipeline {
         }
     }
 
+    /// Ping the local MariaDB every `every`; when it has not answered
+    /// `MISSES` times in a row (each bounded by `every`), stop the node: it
+    /// can neither commit nor apply, and must not look Synced to clients
+    /// and load balancers meanwhile. A restart (after MariaDB's) recovers.
+    pub async fn watch_local_server(self: Arc<Self>, every: Duration) {
+        const MISSES: u32 = 3;
+        let mut missed = 0;
+        loop {
+            tokio::time::sleep(every).await;
+            let ping = async {
+                let mut conn = self.admin.get_conn().await?;
+                conn.ping().await
+            };
+            let error = match tokio::time::timeout(every, ping).await {
+                Ok(Ok(())) => {
+                    missed = 0;
+                    continue;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {every:?}"),
+            };
+            missed += 1;
+            tracing::warn!(node = self.config.node_id, missed, error = %error, "the local MariaDB did not answer a ping");
+            if missed >= MISSES {
+                self.stop(format!(
+                    "the local MariaDB does not answer ({error}); restart it, then this replicator"
+                ));
+                return;
+            }
+        }
+    }
+
     /// Sample the group and the pipeline every `every` for the node's
     /// Joined/Synced state and flow-control time (status, `/health`).
     pub async fn track_sync(self: Arc<Self>, every: Duration) {
