@@ -34,6 +34,17 @@ pub const REPLICATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// up to the replicator's commit timeout, 30 s by default, and a node that
 /// cannot reach a quorum may hold it longer) before the test fails.
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(90);
+/// Election timing short enough that losing the leader costs about a
+/// second, not the product's default 1–2 s: for tests that kill, stop or
+/// cut off nodes (`start_with(n, FAST_ELECTIONS)`; also garbd's flags).
+pub const FAST_ELECTIONS: &[&str] = &[
+    "--heartbeat-ms",
+    "100",
+    "--election-timeout-min-ms",
+    "500",
+    "--election-timeout-max-ms",
+    "1000",
+];
 /// How long one status query or direct server query of a poll may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 

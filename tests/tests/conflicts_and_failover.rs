@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use e2e::haproxy::{ClientLoop, Haproxy};
-use e2e::replication_cluster::{REPLICATION_TIMEOUT, ReplicationCluster};
+use e2e::replication_cluster::{FAST_ELECTIONS, REPLICATION_TIMEOUT, ReplicationCluster};
 
 fn code(e: &mysql_async::Error) -> Option<u16> {
     match e {
@@ -350,15 +350,7 @@ async fn haproxy_keeps_a_client_loop_working_while_a_node_dies() {
     const SUCCESSES_AFTER_KILL: usize = 200;
     const MAX_STALL: Duration = Duration::from_secs(10);
     const MAX_ERRORS: usize = 60;
-    let timing = [
-        "--heartbeat-ms",
-        "100",
-        "--election-timeout-min-ms",
-        "500",
-        "--election-timeout-max-ms",
-        "1000",
-    ];
-    let mut c = ReplicationCluster::start_with(3, &timing).await;
+    let mut c = ReplicationCluster::start_with(3, FAST_ELECTIONS).await;
     c.conn(0)
         .await
         .run("CREATE TABLE t (id BIGINT PRIMARY KEY, server INT NOT NULL)")

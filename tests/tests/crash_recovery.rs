@@ -27,20 +27,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use e2e::replication_cluster::{REPLICATION_TIMEOUT, ReplicationCluster};
+use e2e::replication_cluster::{FAST_ELECTIONS, REPLICATION_TIMEOUT, ReplicationCluster};
 use mysql_async::prelude::*;
 use tokio::task::JoinHandle;
 
-/// Election timing short enough that losing the leader costs about a
-/// second (as in the HAProxy test), not the product's default 1–2 s.
-const TIMING: &[&str] = &[
-    "--heartbeat-ms",
-    "100",
-    "--election-timeout-min-ms",
-    "500",
-    "--election-timeout-max-ms",
-    "1000",
-];
 /// Client connections inserting through each node.
 const WRITERS_PER_NODE: usize = 2;
 /// Fewer while a node is down for long: it must apply everything the
@@ -239,13 +229,44 @@ fn others(c: &ReplicationCluster, node: usize) -> Vec<usize> {
     (0..c.len()).filter(|&i| i != node).collect()
 }
 
+/// While node `victim` is down (since `down_since`) the others keep
+/// acknowledging writes; then its MariaDB and replicator are restarted, and
+/// it becomes Synced and acknowledges writes itself.
+async fn ride_out_and_restart(
+    c: &mut ReplicationCluster,
+    load: &Load,
+    victim: usize,
+    down_since: Instant,
+) {
+    load.wait_acknowledged(
+        c,
+        &others(c, victim),
+        down_since,
+        PROGRESS,
+        &format!("while node{} is down", victim + 1),
+    )
+    .await;
+    c.restart_server(victim).await;
+    c.restart(victim).await;
+    let restarted = Instant::now();
+    c.wait_synced(REPLICATION_TIMEOUT).await;
+    load.wait_acknowledged(
+        c,
+        &[victim],
+        restarted,
+        PROGRESS,
+        &format!("after node{} restarted", victim + 1),
+    )
+    .await;
+}
+
 fn all(c: &ReplicationCluster) -> Vec<usize> {
     (0..c.len()).collect()
 }
 
 /// A 3-node cluster with the test table.
 async fn cluster() -> ReplicationCluster {
-    let c = ReplicationCluster::start_with(3, TIMING).await;
+    let c = ReplicationCluster::start_with(3, FAST_ELECTIONS).await;
     c.conn(0)
         .await
         .run("CREATE TABLE t (id BIGINT PRIMARY KEY, node INT NOT NULL, v VARCHAR(64) NOT NULL)")
@@ -496,30 +517,7 @@ async fn killing_one_nodes_mariadb_under_load_loses_nothing() {
          kill:\n{since_kill}",
         victim + 1
     );
-    load.wait_acknowledged(
-        &c,
-        &others(&c, victim),
-        killed,
-        PROGRESS,
-        &format!("while node{}'s MariaDB is down", victim + 1),
-    )
-    .await;
-
-    c.restart_server(victim).await;
-    c.restart(victim).await;
-    let restarted = Instant::now();
-    c.wait_synced(REPLICATION_TIMEOUT).await;
-    load.wait_acknowledged(
-        &c,
-        &[victim],
-        restarted,
-        PROGRESS,
-        &format!(
-            "after node{}'s MariaDB and replicator restarted",
-            victim + 1
-        ),
-    )
-    .await;
+    ride_out_and_restart(&mut c, &load, victim, killed).await;
     let attempts = load.finish(&c).await;
     check_outcomes(&c, &attempts).await;
     eprintln!("took {:?}", t0.elapsed());
@@ -625,26 +623,7 @@ async fn killing_one_nodes_mariadb_and_replicator_under_load_loses_nothing() {
         "--- killed node{}'s MariaDB and replicator (the leader's)",
         victim + 1
     );
-    load.wait_acknowledged(
-        &c,
-        &others(&c, victim),
-        killed,
-        PROGRESS,
-        &format!("while node{} is down", victim + 1),
-    )
-    .await;
-    c.restart_server(victim).await;
-    c.restart(victim).await;
-    let restarted = Instant::now();
-    c.wait_synced(REPLICATION_TIMEOUT).await;
-    load.wait_acknowledged(
-        &c,
-        &[victim],
-        restarted,
-        PROGRESS,
-        &format!("after node{} restarted", victim + 1),
-    )
-    .await;
+    ride_out_and_restart(&mut c, &load, victim, killed).await;
     let attempts = load.finish(&c).await;
     check_outcomes(&c, &attempts).await;
     eprintln!("took {:?}", t0.elapsed());

@@ -18,17 +18,9 @@
 use std::time::{Duration, Instant};
 
 use e2e::haproxy::{ClientLoop, Haproxy};
-use e2e::replication_cluster::{REPLICATION_TIMEOUT, ReplicationCluster, SETUP_TIMEOUT};
-
-/// Short elections, so a test is not dominated by waiting them out.
-const TIMING: [&str; 6] = [
-    "--heartbeat-ms",
-    "100",
-    "--election-timeout-min-ms",
-    "500",
-    "--election-timeout-max-ms",
-    "1000",
-];
+use e2e::replication_cluster::{
+    FAST_ELECTIONS, REPLICATION_TIMEOUT, ReplicationCluster, SETUP_TIMEOUT,
+};
 
 fn code(e: &mysql_async::Error) -> Option<u16> {
     match e {
@@ -41,6 +33,20 @@ fn code(e: &mysql_async::Error) -> Option<u16> {
 /// (server shutdown), or the connection closed under it.
 fn stopped_under_it(e: &mysql_async::Error) -> bool {
     code(e) == Some(1053) || matches!(e, mysql_async::Error::Io(_) | mysql_async::Error::Driver(_))
+}
+
+/// Two nodes with `--stop-grace-ms grace`, and table `t (id, v)` on both.
+async fn two_nodes_with_a_table(grace: &str) -> ReplicationCluster {
+    let mut flags = FAST_ELECTIONS.to_vec();
+    flags.extend(["--stop-grace-ms", grace]);
+    let c = ReplicationCluster::start_with(2, &flags).await;
+    c.conn(0)
+        .await
+        .run("CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)")
+        .await;
+    c.wait_table_everywhere("t").await;
+    c.wait_same_last_committed(REPLICATION_TIMEOUT).await;
+    c
 }
 
 async fn wait_primary_alone(c: &ReplicationCluster, i: usize) {
@@ -59,16 +65,9 @@ async fn wait_primary_alone(c: &ReplicationCluster, i: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_stop_drains_leaves_and_the_node_comes_back() {
-    let mut flags = TIMING.to_vec();
-    // Long enough that the open transaction below never races it.
-    flags.extend(["--stop-grace-ms", "60000"]);
-    let mut c = ReplicationCluster::start_with(2, &flags).await;
-    c.conn(0)
-        .await
-        .run("CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)")
-        .await;
-    c.wait_table_everywhere("t").await;
-    c.wait_same_last_committed(REPLICATION_TIMEOUT).await;
+    // A grace period long enough that the open transaction below never
+    // races it.
+    let mut c = two_nodes_with_a_table("60000").await;
 
     // On node2: a session inside a transaction, and an idle one.
     let mut open = c.conn(1).await;
@@ -172,14 +171,7 @@ async fn a_graceful_stop_drains_leaves_and_the_node_comes_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_open_past_the_grace_period_rolls_back_everywhere() {
-    let mut flags = TIMING.to_vec();
-    flags.extend(["--stop-grace-ms", "300"]);
-    let mut c = ReplicationCluster::start_with(2, &flags).await;
-    c.conn(0)
-        .await
-        .run("CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)")
-        .await;
-    c.wait_table_everywhere("t").await;
+    let mut c = two_nodes_with_a_table("300").await;
     let mut open = c.conn(1).await;
     open.run("BEGIN").await;
     open.run("INSERT INTO t VALUES (1, 1)").await;
@@ -228,14 +220,14 @@ fn expected_during_restart(e: &mysql_async::Error) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_behind_haproxy_loses_no_write() {
-    let mut c = ReplicationCluster::start_with(3, &TIMING).await;
+    let mut c = ReplicationCluster::start_with(3, FAST_ELECTIONS).await;
     rolling_restart(&mut c, 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_of_two_nodes_and_an_arbitrator_loses_no_write() {
-    let mut c = ReplicationCluster::start_with(2, &TIMING).await;
-    c.start_arbitrator(&TIMING).await;
+    let mut c = ReplicationCluster::start_with(2, FAST_ELECTIONS).await;
+    c.start_arbitrator(FAST_ELECTIONS).await;
     rolling_restart(&mut c, 3).await;
 }
 
