@@ -554,54 +554,39 @@ impl GroupMember {
     /// voters (by the leader) before it stops, so the rest keep quorum.
     pub async fn leave(&self, timeout: Duration) -> Result<(), GroupError> {
         let deadline = Instant::now() + timeout;
+        let me = self.node_id();
         loop {
-            let me = self.node_id();
             // Another member leads: ask it directly (asking Raft here
             // would only be told to forward, and log that as an error).
             let leader = other_leader_address(&self.inner.raft.metrics().borrow_watched());
-            if let Some(address) = leader {
-                let mut client = self.inner.group_client(&address)?;
-                let request = LeaveRequest {
-                    credentials: Some(self.inner.credentials.to_proto()),
-                };
-                if client.leave(request).await.is_ok() {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    return Err(GroupError::Timeout(timeout));
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-            let result = self
-                .inner
-                .raft
-                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([me])), false)
-                .await;
-            match result {
-                Ok(_) => break,
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    if let Some(node) = f.leader_node.filter(|_| f.leader_id != Some(me)) {
-                        let mut client = self.inner.group_client(&node.address)?;
-                        let request = LeaveRequest {
-                            credentials: Some(self.inner.credentials.to_proto()),
-                        };
-                        if client.leave(request).await.is_ok() {
-                            break;
+            let done = match leader {
+                Some(address) => self.ask_leader_to_remove_me(&address).await?,
+                None => match self
+                    .inner
+                    .raft
+                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([me])), false)
+                    .await
+                {
+                    Ok(_) => true,
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                        match f.leader_node.filter(|_| f.leader_id != Some(me)) {
+                            Some(node) => self.ask_leader_to_remove_me(&node.address).await?,
+                            None => false,
                         }
                     }
-                }
-                Err(RaftError::APIError(e)) => {
                     // Done only if this member really is no voter any more;
                     // otherwise (a change in progress, an unknown outcome)
                     // try again until the deadline.
-                    if !self.is_voter() {
-                        tracing::info!(node = me, reason = %e, "leave: not a voter");
-                        break;
+                    Err(RaftError::APIError(e)) => {
+                        let gone = !self.is_voter();
+                        tracing::debug!(node = me, reason = %e, gone, "leave: not removed by this attempt");
+                        gone
                     }
-                    tracing::debug!(node = me, reason = %e, "leave: retrying");
-                }
-                Err(RaftError::Fatal(e)) => return Err(GroupError::Stopped(e.to_string())),
+                    Err(RaftError::Fatal(e)) => return Err(GroupError::Stopped(e.to_string())),
+                },
+            };
+            if done {
+                break;
             }
             if Instant::now() >= deadline {
                 return Err(GroupError::Timeout(timeout));
@@ -615,6 +600,16 @@ impl GroupMember {
         }
         tracing::info!(node = self.node_id(), "left the voting membership");
         Ok(())
+    }
+
+    /// Ask the leader at `address` to remove this member from the voters;
+    /// whether it did.
+    async fn ask_leader_to_remove_me(&self, address: &str) -> Result<bool, GroupError> {
+        let mut client = self.inner.group_client(address)?;
+        let request = LeaveRequest {
+            credentials: Some(self.inner.credentials.to_proto()),
+        };
+        Ok(client.leave(request).await.is_ok())
     }
 
     /// Whether this member is a voter in the membership it knows.
