@@ -758,3 +758,30 @@ async fn a_node_down_for_ten_seconds_catches_up_from_the_log() {
         t0.elapsed()
     );
 }
+
+/// With no write-sets arriving to fail on it, a replicator whose MariaDB
+/// died still notices (it pings its server every second) and stops: it
+/// must not keep serving `/health` 200 Synced for a dead database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_replicator_whose_mariadb_died_stops_and_leaves_health() {
+    const VICTIM: usize = 1;
+    let mut c = ReplicationCluster::start_with(2, FAST_ELECTIONS).await;
+    let log_before = c.log(VICTIM).len();
+    let killed = Instant::now();
+    c.kill_server(VICTIM).await;
+    let status = wait_replicator_exit(&mut c, VICTIM, killed).await;
+    let since_kill = c.log(VICTIM)[log_before..].to_string();
+    eprintln!(
+        "node2's replicator exited ({status}) {:?} after its MariaDB was killed",
+        killed.elapsed()
+    );
+    assert!(
+        !status.success() && since_kill.contains("the local MariaDB does not answer"),
+        "node2's replicator must stop because its MariaDB is gone ({status}); its log since \
+         the kill:\n{since_kill}"
+    );
+    assert!(
+        e2e::http::health(&c, VICTIM).await.is_none(),
+        "node2's /health still answers after its replicator exited"
+    );
+}
